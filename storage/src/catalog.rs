@@ -1,0 +1,719 @@
+//! The catalogue: keys → object records, object IDs → keys, blobs → reference counts and
+//! verification, the change log, and the queues of pending work (MD5s to compute, trash to
+//! purge). It never holds pixel data.
+//!
+//! This is the only module that knows the engine (redb; ARCHITECTURE.md has the measurement
+//! that chose it). Every mutation goes through one writer thread that applies whatever
+//! mutations are queued in one transaction and commits it durably before any of them is
+//! acknowledged (group commit): concurrent writers share one fsync. Reads run on the blocking
+//! pool against a snapshot.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::mpsc;
+use std::thread;
+use std::time::SystemTime;
+
+use redb::{ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction};
+use tokio::sync::oneshot;
+
+use crate::checksum::{Blake3Digest, Md5Digest};
+use crate::error::{CatalogFailure, Result, StorageError};
+use crate::key::ObjectKey;
+use crate::record::{
+    BlobRecord, BlobState, Change, ChangeKind, ObjectId, ObjectRecord, ObjectState, ObjectValue,
+    micros,
+};
+
+const OBJECTS: TableDefinition<&str, &[u8]> = TableDefinition::new("objects");
+const OBJECT_IDS: TableDefinition<u64, &str> = TableDefinition::new("object_ids");
+const BLOBS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("blobs");
+const CHANGES: TableDefinition<u64, &[u8]> = TableDefinition::new("changes");
+const MD5_PENDING: TableDefinition<&[u8], ()> = TableDefinition::new("md5_pending");
+/// Trashed blobs by (time trashed, digest), so purging reads only what is due.
+const TRASH: TableDefinition<&[u8], ()> = TableDefinition::new("trash");
+const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+
+const NEXT_SEQUENCE: &str = "next_object_sequence";
+const LAST_CHANGE: &str = "last_change";
+const LIVE_OBJECTS: &str = "live_objects";
+const LIVE_BYTES: &str = "live_bytes";
+
+/// Most mutations applied in one transaction: bounds the latency of the first in the batch.
+const MAX_BATCH: usize = 512;
+
+/// Where a new object comes from.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Origin {
+    /// Stored here by a client: a new object ID of this site, state primary.
+    #[default]
+    Local,
+    /// A copy of an object first stored elsewhere: it keeps its identity.
+    Remote {
+        /// Its federation-wide identifier.
+        object_id: ObjectId,
+        /// When its origin stored it.
+        created: SystemTime,
+        /// Replica or cached.
+        state: ObjectState,
+    },
+}
+
+/// A verified object about to become visible.
+pub(crate) struct NewObject {
+    pub key: ObjectKey,
+    pub size: u64,
+    pub blake3: Blake3Digest,
+    pub md5: Option<Md5Digest>,
+    pub content_type: String,
+    pub origin: Origin,
+    pub now: SystemTime,
+}
+
+/// What an insert did.
+pub(crate) enum InsertOutcome {
+    /// The key is now bound to the content (new, or a deleted key restored with its content).
+    Created(ObjectRecord),
+    /// The key already held exactly this content.
+    Unchanged(ObjectRecord),
+}
+
+/// Counts kept up to date by every mutation.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CatalogStats {
+    /// Live keys.
+    pub objects: u64,
+    /// Sum of the sizes of live keys (logical bytes; shared blobs count once per key).
+    pub bytes: u64,
+    /// Sequence number of the newest change-log entry.
+    pub last_change: u64,
+}
+
+type Job = Box<dyn FnOnce(&WriteTransaction) -> Result<Reply, redb::Error> + Send>;
+type Reply = Box<dyn FnOnce(Result<(), CatalogFailure>) + Send>;
+
+pub(crate) struct Catalog {
+    db: Arc<redb::Database>,
+    jobs: Option<mpsc::Sender<Job>>,
+    writer: Option<thread::JoinHandle<()>>,
+    site: u16,
+}
+
+fn failure(op: &'static str) -> impl FnOnce(redb::Error) -> StorageError {
+    move |error| StorageError::Catalog {
+        op,
+        source: CatalogFailure(error.to_string()),
+    }
+}
+
+fn damaged(what: &str) -> redb::Error {
+    redb::Error::Corrupted(format!("undecodable {what} record"))
+}
+
+impl Catalog {
+    /// Opens (creating if needed) the catalogue file and starts its writer thread.
+    pub fn open(path: &Path, site: u16) -> Result<Self> {
+        let open = || -> Result<redb::Database, redb::Error> {
+            let db = redb::Database::builder()
+                .set_cache_size(256 << 20)
+                .create(path)?;
+            let txn = db.begin_write()?;
+            txn.open_table(OBJECTS)?;
+            txn.open_table(CHANGES)?;
+            txn.open_table(BLOBS)?;
+            txn.open_table(OBJECT_IDS)?;
+            txn.open_table(MD5_PENDING)?;
+            txn.open_table(TRASH)?;
+            txn.open_table(META)?;
+            txn.commit()?;
+            Ok(db)
+        };
+        let db = Arc::new(open().map_err(failure("open the catalogue"))?);
+        let (jobs, queue) = mpsc::channel::<Job>();
+        let writer_db = db.clone();
+        let writer = thread::Builder::new()
+            .name("catalog-writer".into())
+            .spawn(move || write_loop(&writer_db, &queue))
+            .map_err(crate::error::io_error("start the catalogue writer", path))?;
+        Ok(Self {
+            db,
+            jobs: Some(jobs),
+            writer: Some(writer),
+            site,
+        })
+    }
+
+    /// Runs `work` inside the next group-committed transaction and answers once it is durable.
+    async fn write<R: Send + 'static>(
+        &self,
+        op: &'static str,
+        work: impl FnOnce(&WriteTransaction) -> Result<R, redb::Error> + Send + 'static,
+    ) -> Result<R> {
+        let (reply, answer) = oneshot::channel();
+        let job: Job = Box::new(move |txn| {
+            let value = work(txn)?;
+            Ok(Box::new(move |committed: Result<(), CatalogFailure>| {
+                let _ = reply.send(committed.map(|()| value));
+            }) as Reply)
+        });
+        let stopped = || StorageError::Catalog {
+            op,
+            source: CatalogFailure("the catalogue writer has stopped".into()),
+        };
+        self.jobs
+            .as_ref()
+            .ok_or_else(stopped)?
+            .send(job)
+            .map_err(|_| stopped())?;
+        match answer.await {
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(source)) => Err(StorageError::Catalog { op, source }),
+            // The writer drops the replies of a batch it rolled back, after logging why.
+            Err(_) => Err(StorageError::Catalog {
+                op,
+                source: CatalogFailure(
+                    "the transaction was rolled back; the log has the cause".into(),
+                ),
+            }),
+        }
+    }
+
+    /// Runs a read against a snapshot on the blocking pool.
+    async fn read<R: Send + 'static>(
+        &self,
+        op: &'static str,
+        work: impl FnOnce(&redb::ReadTransaction) -> Result<R, redb::Error> + Send + 'static,
+    ) -> Result<R> {
+        let db = self.db.clone();
+        crate::blocking(move || {
+            let txn = db.begin_read().map_err(redb::Error::from);
+            txn.and_then(|txn| work(&txn)).map_err(failure(op))
+        })
+        .await
+    }
+
+    /// Binds `object.key` to its content, write-once.
+    pub async fn insert(&self, object: NewObject) -> Result<InsertOutcome> {
+        let site = self.site;
+        self.write("record an object", move |txn| insert(txn, object, site))
+            .await?
+    }
+
+    /// Tombstones a live key. Answers its record and whether its blob lost its last reference.
+    pub async fn delete(&self, key: ObjectKey, now: SystemTime) -> Result<(ObjectRecord, bool)> {
+        self.write("delete an object", move |txn| delete(txn, key, now))
+            .await?
+    }
+
+    /// Records the MD5 of a blob computed after ingest.
+    pub async fn set_md5(&self, blob: Blake3Digest, md5: Md5Digest) -> Result<()> {
+        self.write("record an MD5", move |txn| {
+            txn.open_table(MD5_PENDING)?.remove(&blob.0[..])?;
+            update_blob(txn, &blob, |record| {
+                record.md5.get_or_insert(md5);
+            })
+        })
+        .await
+    }
+
+    /// Records that a blob was re-hashed and found whole.
+    pub async fn mark_verified(&self, blob: Blake3Digest, now: SystemTime) -> Result<()> {
+        self.write("record a verification", move |txn| {
+            update_blob(txn, &blob, |record| record.last_verified = Some(now))
+        })
+        .await
+    }
+
+    /// Marks a live blob quarantined; answers whether it was live.
+    pub async fn quarantine(&self, blob: Blake3Digest, now: SystemTime) -> Result<bool> {
+        self.write("quarantine a blob", move |txn| {
+            let mut was_live = false;
+            update_blob(txn, &blob, |record| {
+                if record.state == BlobState::Live {
+                    record.state = BlobState::Quarantined { since: now };
+                    was_live = true;
+                }
+            })?;
+            Ok(was_live)
+        })
+        .await
+    }
+
+    /// Forgets a trashed, unreferenced blob whose retention ended at `cutoff`; answers whether
+    /// it did (a blob referenced again meanwhile is kept).
+    pub async fn purge(&self, blob: Blake3Digest, cutoff: SystemTime) -> Result<bool> {
+        self.write("purge a blob", move |txn| {
+            let mut blobs = txn.open_table(BLOBS)?;
+            let Some(record) = blobs.get(&blob.0[..])?.map(|v| v.value().to_vec()) else {
+                return Ok(false);
+            };
+            let record = BlobRecord::decode(&record).ok_or_else(|| damaged("blob"))?;
+            match record.state {
+                BlobState::Trashed { since } if since <= cutoff && record.references == 0 => {
+                    blobs.remove(&blob.0[..])?;
+                    txn.open_table(TRASH)?
+                        .remove(&trash_key(since, &blob)[..])?;
+                    txn.open_table(MD5_PENDING)?.remove(&blob.0[..])?;
+                    Ok(true)
+                }
+                _ => Ok(false),
+            }
+        })
+        .await
+    }
+
+    /// The live record of `key`.
+    pub async fn get(&self, key: &ObjectKey) -> Result<Option<ObjectRecord>> {
+        let key = key.clone();
+        self.read("read an object", move |txn| {
+            let Some(value) = object_value(txn, &key)? else {
+                return Ok(None);
+            };
+            if value.deleted.is_some() {
+                return Ok(None);
+            }
+            let md5 = blob_record(txn, &value.blake3)?.and_then(|blob| blob.md5);
+            Ok(Some(value.to_record(key, md5)))
+        })
+        .await
+    }
+
+    /// The content a key is bound to, live or deleted.
+    pub async fn binding(&self, key: &ObjectKey) -> Result<Option<Blake3Digest>> {
+        let key = key.clone();
+        self.read("read an object", move |txn| {
+            Ok(object_value(txn, &key)?.map(|value| value.blake3))
+        })
+        .await
+    }
+
+    /// The key an object ID names (also when deleted).
+    pub async fn key_of(&self, object_id: ObjectId) -> Result<Option<ObjectKey>> {
+        self.read("read an object id", move |txn| {
+            let table = txn.open_table(OBJECT_IDS)?;
+            let key = table.get(object_id.0)?.map(|key| key.value().to_owned());
+            key.map(|key| ObjectKey::parse(&key).map_err(|_| damaged("object id")))
+                .transpose()
+        })
+        .await
+    }
+
+    /// What the catalogue knows of a blob.
+    pub async fn blob(&self, blob: Blake3Digest) -> Result<Option<BlobRecord>> {
+        self.read("read a blob", move |txn| blob_record(txn, &blob))
+            .await
+    }
+
+    /// Up to `limit` live records with keys starting with `prefix`, after `after`, in key order.
+    pub async fn list(
+        &self,
+        prefix: String,
+        after: Option<ObjectKey>,
+        limit: usize,
+    ) -> Result<Vec<ObjectRecord>> {
+        self.read("list objects", move |txn| {
+            let objects = txn.open_table(OBJECTS)?;
+            let start = match &after {
+                Some(after) if after.as_str() >= prefix.as_str() => after.as_str(),
+                _ => prefix.as_str(),
+            };
+            let mut found = Vec::new();
+            for entry in objects.range(start..)? {
+                let (key, value) = entry?;
+                let key = key.value();
+                if !key.starts_with(prefix.as_str()) || found.len() == limit {
+                    break;
+                }
+                if after.as_ref().is_some_and(|after| key <= after.as_str()) {
+                    continue;
+                }
+                let value = ObjectValue::decode(value.value()).ok_or_else(|| damaged("object"))?;
+                if value.deleted.is_some() {
+                    continue;
+                }
+                let key = ObjectKey::parse(key).map_err(|_| damaged("object key"))?;
+                let md5 = blob_record(txn, &value.blake3)?.and_then(|blob| blob.md5);
+                found.push(value.to_record(key, md5));
+            }
+            Ok(found)
+        })
+        .await
+    }
+
+    /// Up to `limit` change-log entries after sequence number `since`.
+    pub async fn changes(&self, since: u64, limit: usize) -> Result<Vec<Change>> {
+        self.read("read the change log", move |txn| {
+            let changes = txn.open_table(CHANGES)?;
+            let mut found = Vec::new();
+            for entry in changes.range(since.saturating_add(1)..)?.take(limit) {
+                let (sequence, bytes) = entry?;
+                let change = Change::decode(sequence.value(), bytes.value())
+                    .ok_or_else(|| damaged("change"))?;
+                found.push(change);
+            }
+            Ok(found)
+        })
+        .await
+    }
+
+    /// Up to `limit` blobs after `after`, in digest order.
+    pub async fn blobs(
+        &self,
+        after: Option<Blake3Digest>,
+        limit: usize,
+    ) -> Result<Vec<(Blake3Digest, BlobRecord)>> {
+        self.read("list blobs", move |txn| {
+            let blobs = txn.open_table(BLOBS)?;
+            let start = after.map(|digest| digest.0).unwrap_or([0; 32]);
+            let mut found = Vec::new();
+            for entry in blobs.range(&start[..]..)? {
+                let (digest, bytes) = entry?;
+                let digest =
+                    Blake3Digest(digest.value().try_into().map_err(|_| damaged("blob key"))?);
+                if Some(digest) == after {
+                    continue;
+                }
+                if found.len() == limit {
+                    break;
+                }
+                let record = BlobRecord::decode(bytes.value()).ok_or_else(|| damaged("blob"))?;
+                found.push((digest, record));
+            }
+            Ok(found)
+        })
+        .await
+    }
+
+    /// Up to `limit` blobs trashed at or before `cutoff`.
+    pub async fn trashed_before(
+        &self,
+        cutoff: SystemTime,
+        limit: usize,
+    ) -> Result<Vec<Blake3Digest>> {
+        self.read("list the trash", move |txn| {
+            let trash = txn.open_table(TRASH)?;
+            let end = trash_key(cutoff, &Blake3Digest([0xff; 32]));
+            let mut found = Vec::new();
+            for entry in trash.range(..=&end[..])?.take(limit) {
+                let (key, _) = entry?;
+                let digest = key.value().get(8..).and_then(|bytes| bytes.try_into().ok());
+                found.push(Blake3Digest(digest.ok_or_else(|| damaged("trash"))?));
+            }
+            Ok(found)
+        })
+        .await
+    }
+
+    /// Up to `limit` blobs whose MD5 is still to be computed.
+    pub async fn md5_pending(&self, limit: usize) -> Result<Vec<Blake3Digest>> {
+        self.read("list pending MD5s", move |txn| {
+            let pending = txn.open_table(MD5_PENDING)?;
+            let mut found = Vec::new();
+            for entry in pending.iter()?.take(limit) {
+                let (digest, _) = entry?;
+                let digest = digest
+                    .value()
+                    .try_into()
+                    .map_err(|_| damaged("md5 queue"))?;
+                found.push(Blake3Digest(digest));
+            }
+            Ok(found)
+        })
+        .await
+    }
+
+    /// Object and byte counts and the newest change.
+    pub async fn stats(&self) -> Result<CatalogStats> {
+        self.read("read statistics", |txn| {
+            let meta = txn.open_table(META)?;
+            let value = |name: &str| -> Result<u64, redb::Error> {
+                Ok(meta.get(name)?.map(|value| value.value()).unwrap_or(0))
+            };
+            Ok(CatalogStats {
+                objects: value(LIVE_OBJECTS)?,
+                bytes: value(LIVE_BYTES)?,
+                last_change: value(LAST_CHANGE)?,
+            })
+        })
+        .await
+    }
+}
+
+impl Drop for Catalog {
+    fn drop(&mut self) {
+        // Closing the queue ends the writer after it has committed what was queued.
+        self.jobs.take();
+        if let Some(writer) = self.writer.take() {
+            let _ = writer.join();
+        }
+    }
+}
+
+/// The writer thread: one transaction per batch of queued jobs, committed before any reply.
+fn write_loop(db: &redb::Database, queue: &mpsc::Receiver<Job>) {
+    while let Ok(first) = queue.recv() {
+        let mut jobs = vec![first];
+        while jobs.len() < MAX_BATCH {
+            match queue.try_recv() {
+                Ok(job) => jobs.push(job),
+                Err(_) => break,
+            }
+        }
+        let outcome = (|| -> Result<Vec<Reply>, redb::Error> {
+            let txn = db.begin_write()?;
+            let mut replies = Vec::with_capacity(jobs.len());
+            for job in jobs {
+                replies.push(job(&txn)?);
+            }
+            txn.commit()?;
+            Ok(replies)
+        })();
+        match outcome {
+            Ok(replies) => replies.into_iter().for_each(|reply| reply(Ok(()))),
+            Err(error) => {
+                // The whole batch was rolled back; its jobs' senders are dropped, and each
+                // waiting caller learns that its change did not happen.
+                tracing::error!("catalogue transaction failed: {error:#}");
+            }
+        }
+    }
+}
+
+fn object_value(
+    txn: &redb::ReadTransaction,
+    key: &ObjectKey,
+) -> Result<Option<ObjectValue>, redb::Error> {
+    let objects = txn.open_table(OBJECTS)?;
+    let value = objects.get(key.as_str())?;
+    value
+        .map(|bytes| ObjectValue::decode(bytes.value()).ok_or_else(|| damaged("object")))
+        .transpose()
+}
+
+fn blob_record(
+    txn: &redb::ReadTransaction,
+    blob: &Blake3Digest,
+) -> Result<Option<BlobRecord>, redb::Error> {
+    let blobs = txn.open_table(BLOBS)?;
+    let bytes = blobs.get(&blob.0[..])?;
+    bytes
+        .map(|bytes| BlobRecord::decode(bytes.value()).ok_or_else(|| damaged("blob")))
+        .transpose()
+}
+
+fn trash_key(since: SystemTime, blob: &Blake3Digest) -> [u8; 40] {
+    let mut key = [0u8; 40];
+    key[..8].copy_from_slice(&micros(since).to_be_bytes());
+    key[8..].copy_from_slice(&blob.0);
+    key
+}
+
+fn update_blob(
+    txn: &WriteTransaction,
+    blob: &Blake3Digest,
+    change: impl FnOnce(&mut BlobRecord),
+) -> Result<(), redb::Error> {
+    let mut blobs = txn.open_table(BLOBS)?;
+    let Some(bytes) = blobs.get(&blob.0[..])?.map(|v| v.value().to_vec()) else {
+        return Ok(());
+    };
+    let mut record = BlobRecord::decode(&bytes).ok_or_else(|| damaged("blob"))?;
+    change(&mut record);
+    blobs.insert(&blob.0[..], &record.encode()[..])?;
+    Ok(())
+}
+
+fn add_to_meta(txn: &WriteTransaction, name: &str, delta: i128) -> Result<u64, redb::Error> {
+    let mut meta = txn.open_table(META)?;
+    let current = meta.get(name)?.map(|value| value.value()).unwrap_or(0);
+    let next = u64::try_from((i128::from(current) + delta).max(0)).unwrap_or(u64::MAX);
+    meta.insert(name, next)?;
+    Ok(next)
+}
+
+fn append_change(
+    txn: &WriteTransaction,
+    kind: ChangeKind,
+    key: &ObjectKey,
+    value: &ObjectValue,
+    time: SystemTime,
+) -> Result<(), redb::Error> {
+    let sequence = add_to_meta(txn, LAST_CHANGE, 1)?;
+    let change = Change {
+        sequence,
+        kind,
+        key: key.clone(),
+        object_id: value.object_id,
+        blake3: value.blake3,
+        size: value.size,
+        time,
+    };
+    txn.open_table(CHANGES)?
+        .insert(sequence, &change.encode()[..])?;
+    let sign = if kind == ChangeKind::Put { 1 } else { -1 };
+    add_to_meta(txn, LIVE_OBJECTS, sign)?;
+    add_to_meta(txn, LIVE_BYTES, sign * i128::from(value.size))?;
+    Ok(())
+}
+
+/// Adds a reference to a blob whose verified bytes the caller has just put in place, and
+/// answers its MD5 as far as known.
+fn reference_blob(
+    txn: &WriteTransaction,
+    object: &NewObject,
+) -> Result<Option<Md5Digest>, redb::Error> {
+    let mut blobs = txn.open_table(BLOBS)?;
+    let existing = blobs.get(&object.blake3.0[..])?.map(|v| v.value().to_vec());
+    let record = match existing {
+        None => BlobRecord {
+            size: object.size,
+            references: 1,
+            md5: object.md5,
+            last_verified: Some(object.now),
+            state: BlobState::Live,
+        },
+        Some(bytes) => {
+            let mut record = BlobRecord::decode(&bytes).ok_or_else(|| damaged("blob"))?;
+            if let BlobState::Trashed { since } = record.state {
+                txn.open_table(TRASH)?
+                    .remove(&trash_key(since, &object.blake3)[..])?;
+            }
+            record.references += 1;
+            record.state = BlobState::Live;
+            record.md5 = record.md5.or(object.md5);
+            record
+        }
+    };
+    blobs.insert(&object.blake3.0[..], &record.encode()[..])?;
+    let mut pending = txn.open_table(MD5_PENDING)?;
+    match record.md5 {
+        None => pending.insert(&object.blake3.0[..], ())?,
+        Some(_) => pending.remove(&object.blake3.0[..])?,
+    };
+    Ok(record.md5)
+}
+
+fn insert(
+    txn: &WriteTransaction,
+    object: NewObject,
+    site: u16,
+) -> Result<Result<InsertOutcome>, redb::Error> {
+    let mut objects = txn.open_table(OBJECTS)?;
+    let existing = objects
+        .get(object.key.as_str())?
+        .map(|v| v.value().to_vec());
+    let existing = existing
+        .map(|bytes| ObjectValue::decode(&bytes).ok_or_else(|| damaged("object")))
+        .transpose()?;
+    if let Some(value) = &existing
+        && value.blake3 != object.blake3
+    {
+        return Ok(Err(StorageError::Conflict {
+            key: object.key,
+            existing: value.blake3,
+        }));
+    }
+    match existing {
+        Some(value) if value.deleted.is_none() => {
+            // Identical content: nothing changes, except that a quarantined blob the caller
+            // has just replaced with verified bytes is live again.
+            let mut md5 = None;
+            update_blob(txn, &object.blake3, |record| {
+                if matches!(record.state, BlobState::Quarantined { .. }) {
+                    record.state = BlobState::Live;
+                    record.last_verified = Some(object.now);
+                }
+                md5 = record.md5;
+            })?;
+            Ok(Ok(InsertOutcome::Unchanged(
+                value.to_record(object.key, md5),
+            )))
+        }
+        Some(mut value) => {
+            // A deleted key stored again with its own content is restored, same identity.
+            value.deleted = None;
+            objects.insert(object.key.as_str(), &value.encode()[..])?;
+            drop(objects);
+            let md5 = reference_blob(txn, &object)?;
+            append_change(txn, ChangeKind::Put, &object.key, &value, object.now)?;
+            Ok(Ok(InsertOutcome::Created(value.to_record(object.key, md5))))
+        }
+        None => {
+            let mut ids = txn.open_table(OBJECT_IDS)?;
+            let (object_id, created, state) = match object.origin {
+                Origin::Local => {
+                    let sequence = add_to_meta(txn, NEXT_SEQUENCE, 1)?;
+                    let Some(id) = ObjectId::new(site, sequence) else {
+                        return Ok(Err(StorageError::ObjectIdsExhausted));
+                    };
+                    (id, object.now, ObjectState::Primary)
+                }
+                Origin::Remote {
+                    object_id,
+                    created,
+                    state,
+                } => {
+                    if let Some(other) = ids.get(object_id.0)? {
+                        let key =
+                            ObjectKey::parse(other.value()).map_err(|_| damaged("object id"))?;
+                        return Ok(Err(StorageError::ObjectIdTaken {
+                            object_id: object_id.0,
+                            key,
+                        }));
+                    }
+                    (object_id, created, state)
+                }
+            };
+            let value = ObjectValue {
+                object_id,
+                size: object.size,
+                blake3: object.blake3,
+                created,
+                origin_site: object_id.site(),
+                state,
+                content_type: object.content_type.clone(),
+                deleted: None,
+            };
+            objects.insert(object.key.as_str(), &value.encode()[..])?;
+            ids.insert(object_id.0, object.key.as_str())?;
+            drop((objects, ids));
+            let md5 = reference_blob(txn, &object)?;
+            append_change(txn, ChangeKind::Put, &object.key, &value, object.now)?;
+            Ok(Ok(InsertOutcome::Created(value.to_record(object.key, md5))))
+        }
+    }
+}
+
+fn delete(
+    txn: &WriteTransaction,
+    key: ObjectKey,
+    now: SystemTime,
+) -> Result<Result<(ObjectRecord, bool)>, redb::Error> {
+    let mut objects = txn.open_table(OBJECTS)?;
+    let existing = objects.get(key.as_str())?.map(|v| v.value().to_vec());
+    let Some(mut value) = existing.and_then(|bytes| ObjectValue::decode(&bytes)) else {
+        return Ok(Err(StorageError::NotFound { key }));
+    };
+    if value.deleted.is_some() {
+        return Ok(Err(StorageError::NotFound { key }));
+    }
+    value.deleted = Some(now);
+    objects.insert(key.as_str(), &value.encode()[..])?;
+    drop(objects);
+    let mut md5 = None;
+    let mut unreferenced = false;
+    update_blob(txn, &value.blake3, |record| {
+        record.references = record.references.saturating_sub(1);
+        md5 = record.md5;
+        if record.references == 0 && record.state == BlobState::Live {
+            record.state = BlobState::Trashed { since: now };
+            unreferenced = true;
+        }
+    })?;
+    if unreferenced {
+        txn.open_table(TRASH)?
+            .insert(&trash_key(now, &value.blake3)[..], ())?;
+    }
+    append_change(txn, ChangeKind::Delete, &key, &value, now)?;
+    Ok(Ok((value.to_record(key, md5), unreferenced)))
+}

@@ -1,0 +1,595 @@
+//! The storage core of the dataserver: turns a stream of bytes under a global, write-once key
+//! into a durable, verified, content-addressed object, and back.
+//!
+//! [`Store`] is the whole public surface: `put`, `get` (then ranged, optionally verified
+//! reads), `head`, `delete`, `list`, `changes`, and the upkeep that keeps the promises
+//! (`sweep`, `fsck`, `scrub`, `purge_trash`, `backfill_md5`). Knows nothing of HTTP or S3; the
+//! daemon maps [`StorageError`] to statuses.
+//!
+//! Write order (ARCHITECTURE.md, "Durability"): body streamed into `staging/` and hashed,
+//! staging files fsynced, renamed into `blobs/`, directory fsynced, then the catalogue record
+//! committed. Delete reverses it: record first (tombstone), then the blob moves to `trash/`.
+//! A per-blob lock makes "place blob, record it" and "unrecord blob, move it" atomic with
+//! respect to each other and to the orphan sweep.
+
+mod blobs;
+mod catalog;
+pub mod checksum;
+mod error;
+mod ingest;
+pub mod key;
+pub mod outboard;
+mod read;
+pub mod record;
+mod scrub;
+
+use std::fs::{File, OpenOptions};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use futures_core::Stream;
+use futures_util::StreamExt;
+use tokio::sync::Notify;
+
+use crate::blobs::{Area, BlobDir};
+use crate::catalog::{Catalog, InsertOutcome, NewObject};
+use crate::ingest::Ingest;
+
+pub use crate::catalog::{CatalogStats, Origin};
+pub use crate::checksum::{Blake3Digest, Md5Digest};
+pub use crate::error::{CatalogFailure, DigestKind, Result, StorageError};
+pub use crate::key::{KeyError, ObjectKey};
+pub use crate::read::{ByteStream, StoredObject, Verify};
+pub use crate::record::{
+    BlobRecord, BlobState, Change, ChangeKind, ObjectId, ObjectRecord, ObjectState,
+};
+pub use crate::scrub::{FsckReport, ScrubOptions, ScrubReport, SweepReport};
+
+/// Lock stripes for per-blob critical sections.
+const BLOB_LOCKS: usize = 256;
+
+/// How a store is opened.
+#[derive(Debug, Clone)]
+pub struct StoreConfig {
+    /// The data directory (created when missing).
+    pub data_dir: PathBuf,
+    /// This node's site number: the top 16 bits of the object IDs it assigns. Default 0.
+    pub site: u16,
+    /// How long an unreferenced blob stays in the trash before `purge_trash` removes it.
+    /// Default 7 days.
+    pub trash_retention: Duration,
+    /// Run upkeep in the background: the orphan sweep once after opening and MD5 backfill after
+    /// deferred ingests. Default true; tests switch it off to call the same functions directly.
+    pub background: bool,
+}
+
+impl StoreConfig {
+    /// Defaults for a data directory.
+    pub fn new(data_dir: impl Into<PathBuf>) -> Self {
+        Self {
+            data_dir: data_dir.into(),
+            site: 0,
+            trash_retention: Duration::from_secs(7 * 24 * 3600),
+            background: true,
+        }
+    }
+}
+
+/// When MD5 is computed (DESIGN.md §3).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Md5Mode {
+    /// Soon after ingest, by a background task, so ingest runs at BLAKE3 and disk speed.
+    #[default]
+    Deferred,
+    /// During ingest, in parallel with BLAKE3 (S3 ETags need it at once).
+    Inline,
+}
+
+/// What the client promised about the body; a body that breaks a promise is not stored.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Expected {
+    /// Exact length in bytes.
+    pub size: Option<u64>,
+    /// BLAKE3 digest.
+    pub blake3: Option<Blake3Digest>,
+    /// MD5 digest (computing it inline, whatever the [`Md5Mode`]).
+    pub md5: Option<Md5Digest>,
+}
+
+/// Options of one `put`.
+#[derive(Debug, Clone, Default)]
+pub struct PutOptions {
+    /// When to compute MD5.
+    pub md5: Md5Mode,
+    /// The client's promises.
+    pub expected: Expected,
+    /// MIME type; detected from the first bytes when absent.
+    pub content_type: Option<String>,
+    /// Where the object comes from (a new local object unless a peer's copy).
+    pub origin: Origin,
+}
+
+/// The result of a successful `put`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stored {
+    /// The object as now recorded.
+    pub record: ObjectRecord,
+    /// True when the key is newly bound (or restored); false when it already held this content.
+    pub created: bool,
+}
+
+/// A content-addressed object store over one data directory. Cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    config: StoreConfig,
+    blobs: BlobDir,
+    catalog: Catalog,
+    blob_locks: Vec<tokio::sync::Mutex<()>>,
+    md5_wanted: Notify,
+    background: Mutex<Vec<tokio::task::AbortHandle>>,
+    /// Held (locked) for the life of the store: one process per data directory.
+    _lock: File,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        let tasks = self
+            .background
+            .get_mut()
+            .map(std::mem::take)
+            .unwrap_or_default();
+        for task in tasks {
+            task.abort();
+        }
+    }
+}
+
+impl Store {
+    /// Opens (creating if needed) the store in `config.data_dir`: takes the directory lock,
+    /// removes staging leftovers and opens the catalogue. With `background`, the orphan sweep
+    /// starts at once and MD5 backfill waits for work.
+    pub async fn open(config: StoreConfig) -> Result<Self> {
+        let dir = config.data_dir.clone();
+        let site = config.site;
+        let (lock, blobs, catalog) = blocking(move || {
+            std::fs::create_dir_all(&dir).map_err(error::io_error("create directory", &dir))?;
+            let lock = lock_data_dir(&dir)?;
+            let blobs = BlobDir::create(&dir)?;
+            let removed = blobs.clear_staging()?;
+            if removed > 0 {
+                tracing::info!(removed, "removed staging leftovers of an interrupted run");
+            }
+            let catalog = Catalog::open(&dir.join("catalog.redb"), site)?;
+            Ok((lock, blobs, catalog))
+        })
+        .await?;
+        let store = Store {
+            inner: Arc::new(Inner {
+                blob_locks: (0..BLOB_LOCKS)
+                    .map(|_| tokio::sync::Mutex::new(()))
+                    .collect(),
+                config,
+                blobs,
+                catalog,
+                md5_wanted: Notify::new(),
+                background: Mutex::new(Vec::new()),
+                _lock: lock,
+            }),
+        };
+        if store.inner.config.background {
+            store.start_background();
+        }
+        Ok(store)
+    }
+
+    fn start_background(&self) {
+        let weak = Arc::downgrade(&self.inner);
+        let sweep = tokio::spawn(async move {
+            let Some(store) = upgrade(&weak) else { return };
+            match store.sweep().await {
+                Ok(report) if report.is_clean() => {}
+                Ok(report) => tracing::info!(?report, "swept blob areas after start"),
+                Err(error) => tracing::error!("sweep after start failed: {error:#}"),
+            }
+        });
+        let weak = Arc::downgrade(&self.inner);
+        let md5 = tokio::spawn(async move {
+            loop {
+                let Some(store) = upgrade(&weak) else { return };
+                if let Err(error) = store.backfill_md5().await {
+                    tracing::error!("MD5 backfill failed: {error:#}");
+                }
+                let inner = store.inner.clone();
+                drop(store);
+                // Wake on new work, and now and then to retry after errors.
+                let _ = tokio::time::timeout(Duration::from_secs(60), inner.md5_wanted.notified())
+                    .await;
+            }
+        });
+        let mut tasks = self.inner.background.lock().expect("background list lock");
+        tasks.push(sweep.abort_handle());
+        tasks.push(md5.abort_handle());
+    }
+
+    /// The configuration the store was opened with.
+    pub fn config(&self) -> &StoreConfig {
+        &self.inner.config
+    }
+
+    fn blob_lock(&self, blob: &Blake3Digest) -> &tokio::sync::Mutex<()> {
+        &self.inner.blob_locks[usize::from(blob.0[0]) % BLOB_LOCKS]
+    }
+
+    /// Stores `body` under `key`. Streams: memory stays bounded whatever the size. Every byte
+    /// is hashed on the way in; a body that breaks `options.expected` stores nothing. Storing
+    /// identical bytes again succeeds without change; different bytes under an existing (or
+    /// deleted) key fail with [`StorageError::Conflict`] and change nothing.
+    pub async fn put<S, E>(&self, key: &ObjectKey, body: S, options: PutOptions) -> Result<Stored>
+    where
+        S: Stream<Item = Result<Bytes, E>> + Send,
+        E: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        if let Some(content_type) = &options.content_type
+            && (content_type.len() > 255 || content_type.chars().any(char::is_control))
+        {
+            return Err(StorageError::InvalidContentType);
+        }
+        let staging = self.inner.blobs.staging_paths();
+        // Removes the staging files if this future fails or is dropped before they are placed.
+        let mut guard = StagingGuard {
+            store: Some(self.clone()),
+            staging: staging.clone(),
+        };
+        let md5_inline = options.md5 == Md5Mode::Inline || options.expected.md5.is_some();
+        let mut ingest = Ingest::new(&staging, md5_inline);
+        let mut body = std::pin::pin!(body);
+        while let Some(chunk) = body.next().await {
+            let chunk = chunk.map_err(|error| StorageError::Body(std::io::Error::other(error)))?;
+            if let Some(expected) = options.expected.size
+                && ingest.size() + chunk.len() as u64 > expected
+            {
+                return Err(StorageError::SizeMismatch {
+                    expected,
+                    actual: ingest.size() + chunk.len() as u64,
+                });
+            }
+            ingest.feed(chunk).await?;
+        }
+        let ingested = ingest.finish().await?;
+        check_expected(&options.expected, &ingested)?;
+
+        let blob = ingested.blake3;
+        let _blob_lock = self.blob_lock(&blob).lock().await;
+        if let Some(existing) = self.inner.catalog.binding(key).await?
+            && existing != blob
+        {
+            return Err(StorageError::Conflict {
+                key: key.clone(),
+                existing,
+            });
+        }
+        let store = self.clone();
+        let has_outboard = ingested.has_outboard;
+        let placed =
+            blocking(move || store.inner.blobs.place(&staging, &blob, has_outboard)).await?;
+        guard.store = None;
+        let content_type = options
+            .content_type
+            .unwrap_or_else(|| ingest::sniff_content_type(&ingested.leading_bytes).to_owned());
+        let object = NewObject {
+            key: key.clone(),
+            size: ingested.size,
+            blake3: blob,
+            md5: ingested.md5,
+            content_type,
+            origin: options.origin,
+            now: SystemTime::now(),
+        };
+        let outcome = self.inner.catalog.insert(object).await;
+        if placed && outcome.is_err() && self.inner.catalog.blob(blob).await?.is_none() {
+            // Lost a race for the key after placing a blob nobody references.
+            let store = self.clone();
+            blocking(move || store.inner.blobs.remove(&blob, Area::Blobs)).await?;
+        }
+        let stored = match outcome? {
+            InsertOutcome::Created(record) => Stored {
+                record,
+                created: true,
+            },
+            InsertOutcome::Unchanged(record) => Stored {
+                record,
+                created: false,
+            },
+        };
+        if stored.record.md5.is_none() {
+            self.inner.md5_wanted.notify_one();
+        }
+        if placed {
+            // A re-stored blob may still have a copy in the trash from an earlier delete.
+            let store = self.clone();
+            blocking(move || store.inner.blobs.remove(&blob, Area::Trash)).await?;
+        }
+        Ok(stored)
+    }
+
+    /// The record of a live key.
+    pub async fn head(&self, key: &ObjectKey) -> Result<ObjectRecord> {
+        self.inner
+            .catalog
+            .get(key)
+            .await?
+            .ok_or_else(|| StorageError::NotFound { key: key.clone() })
+    }
+
+    /// Opens a live key for reading. The handle keeps the bytes readable even if the key is
+    /// deleted meanwhile.
+    pub async fn get(&self, key: &ObjectKey) -> Result<StoredObject> {
+        let record = self.head(key).await?;
+        let blob_record = self.inner.catalog.blob(record.blake3).await?;
+        if let Some(BlobRecord {
+            state: BlobState::Quarantined { .. },
+            ..
+        }) = blob_record
+        {
+            return Err(StorageError::Corrupt {
+                blob: record.blake3,
+                detail: "blob is quarantined".into(),
+            });
+        }
+        let store = self.clone();
+        let blob = record.blake3;
+        let has_outboard = outboard::outboard_len(record.size) > 0;
+        let opened = blocking(move || Ok(store.inner.blobs.open(&blob, has_outboard))).await?;
+        match opened {
+            Ok((data, outboard)) => Ok(StoredObject::new(self.clone(), record, data, outboard)),
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+                if self.inner.catalog.get(key).await?.is_none() {
+                    return Err(StorageError::NotFound { key: key.clone() });
+                }
+                Err(StorageError::Corrupt {
+                    blob,
+                    detail: "blob file is missing".into(),
+                })
+            }
+            Err(error) => Err(StorageError::Io {
+                op: "open",
+                path: self.inner.blobs.data_path(Area::Blobs, &blob),
+                source: error,
+            }),
+        }
+    }
+
+    /// Deletes a key (soft): the key is tombstoned and logged; a blob no longer referenced by
+    /// any key moves to the trash, from which `purge_trash` removes it after the retention
+    /// period. The key stays bound to its content: only the same bytes can restore it.
+    pub async fn delete(&self, key: &ObjectKey) -> Result<ObjectRecord> {
+        let record = self.head(key).await?;
+        let blob = record.blake3;
+        let _blob_lock = self.blob_lock(&blob).lock().await;
+        let (record, unreferenced) = self
+            .inner
+            .catalog
+            .delete(key.clone(), SystemTime::now())
+            .await?;
+        if unreferenced {
+            let store = self.clone();
+            blocking(move || store.inner.blobs.move_blob(&blob, Area::Blobs, Area::Trash)).await?;
+        }
+        Ok(record)
+    }
+
+    /// Removes trashed blobs whose retention period has passed; answers how many.
+    pub async fn purge_trash(&self) -> Result<usize> {
+        let cutoff = SystemTime::now()
+            .checked_sub(self.inner.config.trash_retention)
+            .unwrap_or(SystemTime::UNIX_EPOCH);
+        let mut purged = 0;
+        loop {
+            let due = self.inner.catalog.trashed_before(cutoff, 1000).await?;
+            if due.is_empty() {
+                return Ok(purged);
+            }
+            for blob in due {
+                let _blob_lock = self.blob_lock(&blob).lock().await;
+                if self.inner.catalog.purge(blob, cutoff).await? {
+                    let store = self.clone();
+                    blocking(move || store.inner.blobs.remove(&blob, Area::Trash)).await?;
+                    purged += 1;
+                }
+            }
+        }
+    }
+
+    /// Moves a blob that failed verification aside; it is never served until repaired (by a
+    /// `put` of the same bytes, or later by a replica).
+    pub async fn quarantine(&self, blob: Blake3Digest) -> Result<()> {
+        let _blob_lock = self.blob_lock(&blob).lock().await;
+        if self
+            .inner
+            .catalog
+            .quarantine(blob, SystemTime::now())
+            .await?
+        {
+            tracing::error!(%blob, "blob failed verification and is quarantined");
+            let store = self.clone();
+            blocking(move || {
+                store
+                    .inner
+                    .blobs
+                    .move_blob(&blob, Area::Blobs, Area::Quarantine)
+            })
+            .await?;
+        }
+        Ok(())
+    }
+
+    /// The key an object ID names (also when the key is deleted).
+    pub async fn key_of(&self, object_id: ObjectId) -> Result<Option<ObjectKey>> {
+        self.inner.catalog.key_of(object_id).await
+    }
+
+    /// Up to `limit` live objects whose keys start with `prefix`, after `after`, in key order.
+    /// Call again with the last key as `after` for the next page.
+    pub async fn list(
+        &self,
+        prefix: &str,
+        after: Option<&ObjectKey>,
+        limit: usize,
+    ) -> Result<Vec<ObjectRecord>> {
+        self.inner
+            .catalog
+            .list(prefix.to_owned(), after.cloned(), limit)
+            .await
+    }
+
+    /// Up to `limit` change-log entries after sequence number `since` (0 for the start).
+    pub async fn changes(&self, since: u64, limit: usize) -> Result<Vec<Change>> {
+        self.inner.catalog.changes(since, limit).await
+    }
+
+    /// What the catalogue knows of a blob.
+    pub async fn blob(&self, blob: Blake3Digest) -> Result<Option<BlobRecord>> {
+        self.inner.catalog.blob(blob).await
+    }
+
+    /// Object and byte counts.
+    pub async fn stats(&self) -> Result<CatalogStats> {
+        self.inner.catalog.stats().await
+    }
+
+    /// Computes the MD5s deferred at ingest; answers how many it recorded.
+    pub async fn backfill_md5(&self) -> Result<usize> {
+        let mut done = 0;
+        loop {
+            let pending = self.inner.catalog.md5_pending(64).await?;
+            if pending.is_empty() {
+                return Ok(done);
+            }
+            for blob in pending {
+                let path = self.inner.blobs.data_path(Area::Blobs, &blob);
+                match scrub::md5_of_file(path).await {
+                    Ok(md5) => self.inner.catalog.set_md5(blob, md5).await?,
+                    // A blob deleted or quarantined meanwhile: its MD5 is computed if it
+                    // comes back; keep the queue moving.
+                    Err(StorageError::Io { source, .. })
+                        if source.kind() == std::io::ErrorKind::NotFound =>
+                    {
+                        let record = self.inner.catalog.blob(blob).await?;
+                        if record.is_some_and(|record| record.state == BlobState::Live) {
+                            return Err(StorageError::Corrupt {
+                                blob,
+                                detail: "blob file is missing".into(),
+                            });
+                        }
+                        continue;
+                    }
+                    Err(error) => return Err(error),
+                }
+                done += 1;
+            }
+        }
+    }
+}
+
+fn upgrade(weak: &Weak<Inner>) -> Option<Store> {
+    weak.upgrade().map(|inner| Store { inner })
+}
+
+fn check_expected(expected: &Expected, ingested: &ingest::Ingested) -> Result<()> {
+    if let Some(size) = expected.size
+        && size != ingested.size
+    {
+        return Err(StorageError::SizeMismatch {
+            expected: size,
+            actual: ingested.size,
+        });
+    }
+    if let Some(blake3) = expected.blake3
+        && blake3 != ingested.blake3
+    {
+        return Err(StorageError::DigestMismatch {
+            kind: DigestKind::Blake3,
+            expected: blake3.to_hex(),
+            actual: ingested.blake3.to_hex(),
+        });
+    }
+    if let (Some(expected), Some(actual)) = (expected.md5, ingested.md5)
+        && expected != actual
+    {
+        return Err(StorageError::DigestMismatch {
+            kind: DigestKind::Md5,
+            expected: expected.to_hex(),
+            actual: actual.to_hex(),
+        });
+    }
+    Ok(())
+}
+
+/// Removes staging files of an ingest that did not reach placement, including one whose
+/// future was dropped (a client that went away).
+struct StagingGuard {
+    store: Option<Store>,
+    staging: blobs::StagingPaths,
+}
+
+impl Drop for StagingGuard {
+    fn drop(&mut self) {
+        let Some(store) = self.store.take() else {
+            return;
+        };
+        let staging = self.staging.clone();
+        let discard = move || {
+            if let Err(error) = store.inner.blobs.discard(&staging) {
+                tracing::warn!("could not remove staging files: {error:#}");
+            }
+        };
+        // Outside a runtime (shutdown) the next open clears staging instead.
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            drop(runtime.spawn_blocking(discard));
+        }
+    }
+}
+
+/// Takes the exclusive lock on `<data-dir>/LOCK`.
+fn lock_data_dir(dir: &Path) -> Result<File> {
+    let path = dir.join("LOCK");
+    let file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(error::io_error("open", &path))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(StorageError::Locked { path }),
+        Err(std::fs::TryLockError::Error(error)) => Err(error::io_error("lock", &path)(error)),
+    }
+}
+
+/// Runs blocking work (disk, catalogue, whole-buffer hashing) on the blocking pool, inside the
+/// caller's tracing span.
+pub(crate) async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T> + Send + 'static,
+) -> Result<T> {
+    let span = tracing::Span::current();
+    joined(tokio::task::spawn_blocking(move || span.in_scope(work)).await)?
+}
+
+/// The value of a finished blocking task; a panic in it continues in the caller.
+pub(crate) fn joined<T>(result: Result<T, tokio::task::JoinError>) -> Result<T> {
+    match result {
+        Ok(value) => Ok(value),
+        Err(error) if error.is_panic() => std::panic::resume_unwind(error.into_panic()),
+        Err(error) => Err(StorageError::Io {
+            op: "finish blocking work",
+            path: PathBuf::new(),
+            source: std::io::Error::other(error),
+        }),
+    }
+}

@@ -1,0 +1,797 @@
+//! Conformance of `Store`: one async test per behaviour, each on its own temporary data
+//! directory, checked against independent oracles (`blake3::hash`, `Md5Digest::of`, the bytes
+//! that went in).
+
+use std::io;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::{StreamExt, TryStreamExt, stream};
+use storage::{
+    Blake3Digest, BlobState, ChangeKind, DigestKind, Expected, Md5Digest, Md5Mode, ObjectId,
+    ObjectKey, ObjectState, Origin, PutOptions, ScrubOptions, StorageError, Store, StoreConfig,
+    Verify,
+};
+use tempfile::TempDir;
+
+const GROUP: usize = 16 * 1024;
+
+fn key(text: &str) -> ObjectKey {
+    ObjectKey::parse(text).expect("test keys are valid")
+}
+
+/// Deterministic bytes that differ per `seed`.
+fn bytes(len: usize, seed: u64) -> Vec<u8> {
+    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..len)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state as u8
+        })
+        .collect()
+}
+
+/// A body cut into uneven chunks, as a network would deliver it.
+fn body(data: &[u8]) -> impl futures_core::Stream<Item = io::Result<Bytes>> + Send + use<> {
+    let sizes = [1, 7000, 65536, 3, 300_000, 1 << 20];
+    let mut chunks = Vec::new();
+    let mut offset = 0;
+    let mut turn = 0;
+    while offset < data.len() {
+        let take = sizes[turn % sizes.len()].min(data.len() - offset);
+        chunks.push(Ok(Bytes::copy_from_slice(&data[offset..offset + take])));
+        offset += take;
+        turn += 1;
+    }
+    stream::iter(chunks)
+}
+
+struct TestStore {
+    store: Store,
+    dir: TempDir,
+}
+
+async fn open() -> TestStore {
+    let dir = TempDir::new().expect("temp dir");
+    let store = open_at(&dir).await;
+    TestStore { store, dir }
+}
+
+async fn open_at(dir: &TempDir) -> Store {
+    let mut config = StoreConfig::new(dir.path().join("data"));
+    config.site = 7;
+    config.background = false;
+    Store::open(config).await.expect("open store")
+}
+
+async fn read(
+    store: &Store,
+    key: &ObjectKey,
+    range: std::ops::Range<u64>,
+    verify: Verify,
+) -> Result<Vec<u8>, StorageError> {
+    let object = store.get(key).await?;
+    let pieces: Vec<Bytes> = object.read(range, verify)?.try_collect().await?;
+    Ok(pieces.concat())
+}
+
+async fn read_all(store: &Store, key: &ObjectKey) -> Vec<u8> {
+    let object = store.get(key).await.expect("get");
+    let size = object.record().size;
+    read(store, key, 0..size, Verify::Yes).await.expect("read")
+}
+
+fn files_in(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut found = Vec::new();
+    let mut dirs = vec![dir.to_owned()];
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(&dir).expect("list") {
+            let path = entry.expect("entry").path();
+            if path.is_dir() {
+                dirs.push(path);
+            } else {
+                found.push(path);
+            }
+        }
+    }
+    found
+}
+
+impl TestStore {
+    fn area(&self, name: &str) -> Vec<std::path::PathBuf> {
+        files_in(&self.dir.path().join("data").join(name))
+    }
+
+    async fn put(&self, name: &str, data: &[u8]) -> Result<storage::Stored, StorageError> {
+        self.store
+            .put(&key(name), body(data), PutOptions::default())
+            .await
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn round_trip_of_every_size_class() {
+    let test = open().await;
+    for (index, len) in [
+        0,
+        1,
+        1000,
+        GROUP - 1,
+        GROUP,
+        GROUP + 1,
+        5 * GROUP,
+        3 * (1 << 20) + 7,
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let data = bytes(len, index as u64);
+        let name = format!("sizes/{len}.bin");
+        let stored = test.put(&name, &data).await.expect("put");
+        assert!(stored.created);
+        assert_eq!(stored.record.size, len as u64);
+        assert_eq!(
+            stored.record.blake3,
+            Blake3Digest::of(&data),
+            "b3sum of {len} bytes"
+        );
+        assert_eq!(stored.record.state, ObjectState::Primary);
+        assert_eq!(stored.record.content_type, "application/octet-stream");
+        assert_eq!(read_all(&test.store, &key(&name)).await, data);
+        let unverified = read(&test.store, &key(&name), 0..len as u64, Verify::No)
+            .await
+            .expect("read");
+        assert_eq!(unverified, data);
+    }
+    assert!(test.area("staging").is_empty());
+    let stats = test.store.stats().await.expect("stats");
+    assert_eq!(stats.objects, 8);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fits_files_are_recognised() {
+    let test = open().await;
+    let mut header = format!("{:<80}", "SIMPLE  =                    T").into_bytes();
+    header.resize(2880, b' ');
+    let stored = test.put("a.fits", &header).await.expect("put");
+    assert_eq!(stored.record.content_type, "image/fits");
+    let options = PutOptions {
+        content_type: Some("text/plain".into()),
+        ..PutOptions::default()
+    };
+    let stored = test
+        .store
+        .put(&key("b.txt"), body(b"hello"), options)
+        .await
+        .expect("put");
+    assert_eq!(stored.record.content_type, "text/plain");
+    let options = PutOptions {
+        content_type: Some("text/plain\r\nX-Evil: 1".into()),
+        ..PutOptions::default()
+    };
+    let refused = test.store.put(&key("c.txt"), body(b"hello"), options).await;
+    assert!(matches!(refused, Err(StorageError::InvalidContentType)));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn md5_inline_or_deferred() {
+    let test = open().await;
+    let data = bytes(200_000, 1);
+    let inline = PutOptions {
+        md5: Md5Mode::Inline,
+        ..PutOptions::default()
+    };
+    let stored = test
+        .store
+        .put(&key("inline"), body(&data), inline)
+        .await
+        .expect("put");
+    assert_eq!(stored.record.md5, Some(Md5Digest::of(&data)));
+
+    let other = bytes(300_000, 2);
+    let stored = test.put("deferred", &other).await.expect("put");
+    assert_eq!(
+        stored.record.md5, None,
+        "deferred MD5 is not on the ingest path"
+    );
+    assert_eq!(test.store.backfill_md5().await.expect("backfill"), 1);
+    let record = test.store.head(&key("deferred")).await.expect("head");
+    assert_eq!(record.md5, Some(Md5Digest::of(&other)));
+    assert_eq!(test.store.backfill_md5().await.expect("backfill"), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn background_md5_arrives_soon() {
+    let dir = TempDir::new().expect("temp dir");
+    let store = Store::open(StoreConfig::new(dir.path()))
+        .await
+        .expect("open");
+    let data = bytes(100_000, 3);
+    store
+        .put(&key("x"), body(&data), PutOptions::default())
+        .await
+        .expect("put");
+    // Bounded wait for the background task: 10 s at most, normally milliseconds.
+    let mut md5 = None;
+    for _ in 0..1000 {
+        md5 = store.head(&key("x")).await.expect("head").md5;
+        if md5.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(md5, Some(Md5Digest::of(&data)));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_are_write_once() {
+    let test = open().await;
+    let data = bytes(50_000, 4);
+    let first = test.put("k", &data).await.expect("put");
+    let again = test.put("k", &data).await.expect("identical re-put");
+    assert!(!again.created);
+    assert_eq!(again.record.object_id, first.record.object_id);
+    let other = bytes(50_000, 5);
+    match test.put("k", &other).await {
+        Err(StorageError::Conflict { existing, .. }) => assert_eq!(existing, first.record.blake3),
+        other => panic!("expected a conflict, got {other:?}"),
+    }
+    assert_eq!(read_all(&test.store, &key("k")).await, data);
+    assert_eq!(
+        test.area("blobs").len(),
+        2,
+        "one blob and its tree; the refused body left nothing"
+    );
+    assert!(test.area("staging").is_empty());
+    assert_eq!(test.store.stats().await.expect("stats").objects, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn broken_promises_store_nothing() {
+    let test = open().await;
+    let data = bytes(100_000, 6);
+    let cases = [
+        (
+            Expected {
+                blake3: Some(Blake3Digest::of(b"other")),
+                ..Expected::default()
+            },
+            "blake3",
+        ),
+        (
+            Expected {
+                md5: Some(Md5Digest::of(b"other")),
+                ..Expected::default()
+            },
+            "md5",
+        ),
+        (
+            Expected {
+                size: Some(99_999),
+                ..Expected::default()
+            },
+            "long",
+        ),
+        (
+            Expected {
+                size: Some(100_001),
+                ..Expected::default()
+            },
+            "short",
+        ),
+    ];
+    for (expected, name) in cases {
+        let options = PutOptions {
+            expected,
+            ..PutOptions::default()
+        };
+        let result = test.store.put(&key(name), body(&data), options).await;
+        match (name, &result) {
+            (
+                "blake3",
+                Err(StorageError::DigestMismatch {
+                    kind: DigestKind::Blake3,
+                    ..
+                }),
+            ) => {}
+            (
+                "md5",
+                Err(StorageError::DigestMismatch {
+                    kind: DigestKind::Md5,
+                    ..
+                }),
+            ) => {}
+            ("long" | "short", Err(StorageError::SizeMismatch { .. })) => {}
+            _ => panic!("{name}: unexpected {result:?}"),
+        }
+        assert!(matches!(
+            test.store.head(&key(name)).await,
+            Err(StorageError::NotFound { .. })
+        ));
+    }
+    let failing = stream::iter(vec![
+        Ok(Bytes::from(data.clone())),
+        Err(io::Error::new(
+            io::ErrorKind::ConnectionReset,
+            "client went away",
+        )),
+    ]);
+    let result = test
+        .store
+        .put(&key("cut"), failing, PutOptions::default())
+        .await;
+    assert!(matches!(result, Err(StorageError::Body(_))), "{result:?}");
+    let options = PutOptions {
+        expected: Expected {
+            size: Some(100_000),
+            blake3: Some(Blake3Digest::of(&data)),
+            md5: Some(Md5Digest::of(&data)),
+        },
+        ..PutOptions::default()
+    };
+    test.store
+        .put(&key("kept"), body(&data), options)
+        .await
+        .expect("kept promises");
+    // Staging files of failed ingests are removed on the blocking pool; give it a moment.
+    for _ in 0..100 {
+        if test.area("staging").is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(test.area("staging").is_empty());
+    assert_eq!(test.area("blobs").len(), 2);
+    assert_eq!(test.store.stats().await.expect("stats").objects, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn equal_bytes_share_a_blob_until_the_last_delete() {
+    let dir = TempDir::new().expect("temp dir");
+    let mut config = StoreConfig::new(dir.path().join("data"));
+    config.background = false;
+    config.trash_retention = Duration::ZERO;
+    let store = Store::open(config).await.expect("open");
+    let test = TestStore { store, dir };
+    let data = bytes(40_000, 7);
+    let blob = Blake3Digest::of(&data);
+    test.put("a", &data).await.expect("put a");
+    test.put("b", &data).await.expect("put b");
+    assert_eq!(test.area("blobs").len(), 2, "one blob and its tree");
+    assert_eq!(
+        test.store
+            .blob(blob)
+            .await
+            .expect("blob")
+            .map(|b| b.references),
+        Some(2)
+    );
+
+    test.store.delete(&key("a")).await.expect("delete a");
+    assert!(matches!(
+        test.store.head(&key("a")).await,
+        Err(StorageError::NotFound { .. })
+    ));
+    assert!(matches!(
+        test.store.delete(&key("a")).await,
+        Err(StorageError::NotFound { .. })
+    ));
+    assert_eq!(read_all(&test.store, &key("b")).await, data);
+    assert_eq!(
+        test.store
+            .blob(blob)
+            .await
+            .expect("blob")
+            .map(|b| b.references),
+        Some(1)
+    );
+
+    test.store.delete(&key("b")).await.expect("delete b");
+    assert!(test.area("blobs").is_empty());
+    assert_eq!(test.area("trash").len(), 2);
+    let record = test
+        .store
+        .blob(blob)
+        .await
+        .expect("blob")
+        .expect("still known");
+    assert!(matches!(record.state, BlobState::Trashed { .. }));
+
+    assert_eq!(test.store.purge_trash().await.expect("purge"), 1);
+    assert!(test.area("trash").is_empty());
+    assert_eq!(test.store.blob(blob).await.expect("blob"), None);
+
+    let changes = test.store.changes(0, 100).await.expect("changes");
+    let kinds: Vec<_> = changes
+        .iter()
+        .map(|c| (c.sequence, c.kind, c.key.as_str().to_owned()))
+        .collect();
+    assert_eq!(
+        kinds,
+        vec![
+            (1, ChangeKind::Put, "a".to_owned()),
+            (2, ChangeKind::Put, "b".to_owned()),
+            (3, ChangeKind::Delete, "a".to_owned()),
+            (4, ChangeKind::Delete, "b".to_owned()),
+        ]
+    );
+    assert_eq!(
+        test.store.changes(2, 1).await.expect("changes")[0].sequence,
+        3
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleted_keys_stay_bound_to_their_content() {
+    let test = open().await;
+    let data = bytes(70_000, 8);
+    let first = test.put("k", &data).await.expect("put");
+    test.store.delete(&key("k")).await.expect("delete");
+    assert_eq!(test.area("trash").len(), 2);
+    assert!(matches!(
+        test.put("k", &bytes(10, 9)).await,
+        Err(StorageError::Conflict { .. })
+    ));
+    let restored = test.put("k", &data).await.expect("restore");
+    assert!(restored.created);
+    assert_eq!(restored.record.object_id, first.record.object_id);
+    assert_eq!(read_all(&test.store, &key("k")).await, data);
+    assert!(
+        test.area("trash").is_empty(),
+        "the trash copy goes once restored"
+    );
+    assert_eq!(test.store.purge_trash().await.expect("purge"), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ranges_verified_and_not() {
+    let test = open().await;
+    let len = 7 * GROUP + 123;
+    let data = bytes(len, 10);
+    test.put("r", &data).await.expect("put");
+    let object = test.store.get(&key("r")).await.expect("get");
+    let ranges = [
+        0..1,
+        0..len as u64,
+        5..5,
+        100..GROUP as u64 * 3 + 9,
+        len as u64 - 1..len as u64,
+        3000..4000,
+    ];
+    for verify in [Verify::Yes, Verify::No] {
+        let streams = object.read_ranges(&ranges, verify).expect("ranges");
+        for (range, stream) in ranges.iter().zip(streams) {
+            let got: Vec<Bytes> = stream.try_collect().await.expect("read");
+            assert_eq!(
+                got.concat(),
+                &data[range.start as usize..range.end as usize],
+                "{range:?} {verify:?}"
+            );
+        }
+    }
+    for bad in [0..len as u64 + 1, len as u64 + 1..len as u64 + 2, 10..5] {
+        assert!(matches!(
+            object.read(bad, Verify::Yes),
+            Err(StorageError::RangeNotSatisfiable { .. })
+        ));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn object_ids_carry_the_site_and_map_back() {
+    let test = open().await;
+    let a = test.put("a", b"1").await.expect("put").record.object_id;
+    let b = test.put("b", b"2").await.expect("put").record.object_id;
+    assert_eq!((a.site(), a.sequence()), (7, 1));
+    assert_eq!((b.site(), b.sequence()), (7, 2));
+    assert_eq!(test.store.key_of(a).await.expect("key_of"), Some(key("a")));
+    assert_eq!(
+        test.store.key_of(ObjectId(12345)).await.expect("key_of"),
+        None
+    );
+
+    let remote = ObjectId::new(3, 99).expect("id");
+    let created = std::time::UNIX_EPOCH + Duration::from_secs(1_000_000);
+    let origin = Origin::Remote {
+        object_id: remote,
+        created,
+        state: ObjectState::Replica,
+    };
+    let options = PutOptions {
+        origin,
+        ..PutOptions::default()
+    };
+    let stored = test
+        .store
+        .put(&key("replica"), body(b"3"), options.clone())
+        .await
+        .expect("replica");
+    assert_eq!(stored.record.object_id, remote);
+    assert_eq!(stored.record.origin_site, 3);
+    assert_eq!(stored.record.state, ObjectState::Replica);
+    assert_eq!(stored.record.created, created);
+    let taken = test.store.put(&key("other"), body(b"4"), options).await;
+    assert!(
+        matches!(taken, Err(StorageError::ObjectIdTaken { .. })),
+        "{taken:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listing_pages_by_prefix() {
+    let test = open().await;
+    for name in ["kids/b", "kids/a", "kids/c/d", "lofar/x", "kidsx", "kids/e"] {
+        test.put(name, name.as_bytes()).await.expect("put");
+    }
+    test.store.delete(&key("kids/c/d")).await.expect("delete");
+    let names = |records: Vec<storage::ObjectRecord>| {
+        records
+            .into_iter()
+            .map(|r| r.key.to_string())
+            .collect::<Vec<_>>()
+    };
+    let first = test.store.list("kids/", None, 2).await.expect("list");
+    assert_eq!(names(first), ["kids/a", "kids/b"]);
+    let next = test
+        .store
+        .list("kids/", Some(&key("kids/b")), 2)
+        .await
+        .expect("list");
+    assert_eq!(names(next), ["kids/e"]);
+    let all = test.store.list("", None, 100).await.expect("list");
+    assert_eq!(
+        names(all),
+        ["kids/a", "kids/b", "kids/e", "kidsx", "lofar/x"]
+    );
+    let after_prefix = test
+        .store
+        .list("kids/", Some(&key("lofar")), 10)
+        .await
+        .expect("list");
+    assert!(after_prefix.is_empty());
+    let stats = test.store.stats().await.expect("stats");
+    assert_eq!((stats.objects, stats.last_change), (5, 7));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn contents_survive_reopen_and_the_directory_is_locked() {
+    let dir = TempDir::new().expect("temp dir");
+    let data = bytes(500_000, 11);
+    {
+        let store = open_at(&dir).await;
+        store
+            .put(&key("kept"), body(&data), PutOptions::default())
+            .await
+            .expect("put");
+        let second = Store::open(StoreConfig::new(dir.path().join("data"))).await;
+        assert!(
+            matches!(second, Err(StorageError::Locked { .. })),
+            "second open must fail"
+        );
+    }
+    let store = open_at(&dir).await;
+    assert_eq!(read_all(&store, &key("kept")).await, data);
+    let next = store
+        .put(&key("next"), body(b"x"), PutOptions::default())
+        .await
+        .expect("put");
+    assert_eq!(
+        next.record.object_id.sequence(),
+        2,
+        "sequences are never reused"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_puts_of_one_key_bind_one_content() {
+    let test = open().await;
+    let puts = (0..16u64).map(|seed| {
+        let store = test.store.clone();
+        async move {
+            let data = bytes(30_000, seed % 2);
+            store
+                .put(&key("race"), body(&data), PutOptions::default())
+                .await
+                .map(|stored| (seed, stored))
+        }
+    });
+    let results = futures_util::future::join_all(puts).await;
+    let winners: Vec<_> = results.iter().filter_map(|r| r.as_ref().ok()).collect();
+    let conflicts = results
+        .iter()
+        .filter(|r| matches!(r, Err(StorageError::Conflict { .. })))
+        .count();
+    assert_eq!(winners.len() + conflicts, 16);
+    let bound = winners[0].1.record.blake3;
+    assert!(
+        winners
+            .iter()
+            .all(|(_, stored)| stored.record.blake3 == bound)
+    );
+    assert_eq!(
+        winners.iter().filter(|(_, stored)| stored.created).count(),
+        1
+    );
+    assert_eq!(
+        test.area("blobs").len(),
+        2,
+        "the losing content left no blob"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn corruption_is_found_by_verified_reads_and_quarantined() {
+    let test = open().await;
+    let len = 20 * GROUP;
+    let data = bytes(len, 12);
+    let stored = test.put("c", &data).await.expect("put");
+    let blob_file = test
+        .area("blobs")
+        .into_iter()
+        .find(|p| p.extension().is_none())
+        .expect("blob file");
+    let mut damaged = std::fs::read(&blob_file).expect("read blob");
+    let flipped = 13 * GROUP + 5;
+    damaged[flipped] ^= 0x01;
+    std::fs::write(&blob_file, &damaged).expect("flip a byte");
+
+    let object = test.store.get(&key("c")).await.expect("get");
+    let elsewhere: Vec<Bytes> = object
+        .read(0..(10 * GROUP) as u64, Verify::Yes)
+        .expect("read")
+        .try_collect()
+        .await
+        .expect("clean range");
+    assert_eq!(elsewhere.concat(), &data[..10 * GROUP]);
+    let unverified: Vec<Bytes> = object
+        .read(flipped as u64..flipped as u64 + 1, Verify::No)
+        .expect("read")
+        .try_collect()
+        .await
+        .expect("read");
+    assert_eq!(
+        unverified.concat(),
+        [data[flipped] ^ 0x01],
+        "without verification the damage passes"
+    );
+    let over = object
+        .read(flipped as u64 - 2..flipped as u64 + 2, Verify::Yes)
+        .expect("read");
+    let failure: Result<Vec<Bytes>, _> = over.try_collect().await;
+    match failure {
+        Err(StorageError::Corrupt { blob, .. }) => assert_eq!(blob, stored.record.blake3),
+        other => panic!("expected corruption, got {other:?}"),
+    }
+    // The blob is quarantined: new reads are refused, its bytes are moved aside.
+    assert!(matches!(
+        test.store.get(&key("c")).await,
+        Err(StorageError::Corrupt { .. })
+    ));
+    assert_eq!(test.area("quarantine").len(), 2);
+    // Storing the same bytes again repairs it.
+    let repaired = test.put("c", &data).await.expect("repair");
+    assert!(!repaired.created);
+    assert_eq!(read_all(&test.store, &key("c")).await, data);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scrub_finds_corruption_and_rebuilds_trees() {
+    let test = open().await;
+    let corrupt = bytes(9 * GROUP, 13);
+    let tree = bytes(9 * GROUP, 14);
+    test.put("corrupt", &corrupt).await.expect("put");
+    test.put("tree", &tree).await.expect("put");
+    test.put("fine", &bytes(100, 15)).await.expect("put");
+    let blobs = test.dir.path().join("data").join("blobs");
+    let path_of = |digest: Blake3Digest| {
+        let hex = digest.to_hex();
+        blobs.join(&hex[..2]).join(&hex[2..4]).join(hex)
+    };
+    let corrupt_path = path_of(Blake3Digest::of(&corrupt));
+    let mut damaged = std::fs::read(&corrupt_path).expect("read");
+    damaged[5 * GROUP] ^= 0x80;
+    std::fs::write(&corrupt_path, damaged).expect("write");
+    let tree_path = path_of(Blake3Digest::of(&tree)).with_extension("obao");
+    let mut damaged = std::fs::read(&tree_path).expect("read");
+    damaged[10] ^= 0x80;
+    std::fs::write(&tree_path, damaged).expect("write");
+
+    let deep = test.store.fsck(true).await.expect("fsck");
+    assert_eq!(deep.corrupt.len(), 2, "{deep:?}");
+    let options = ScrubOptions {
+        bytes_per_second: 100 << 20,
+        skip_verified_within: Duration::ZERO,
+    };
+    let report = test.store.scrub(options).await.expect("scrub");
+    assert_eq!(report.blobs_checked, 3);
+    assert_eq!(report.quarantined, vec![Blake3Digest::of(&corrupt)]);
+    assert_eq!(report.trees_rebuilt, vec![Blake3Digest::of(&tree)]);
+    assert!(matches!(
+        test.store.get(&key("corrupt")).await,
+        Err(StorageError::Corrupt { .. })
+    ));
+    assert_eq!(read_all(&test.store, &key("tree")).await, tree);
+    let record = test
+        .store
+        .blob(Blake3Digest::of(&tree))
+        .await
+        .expect("blob")
+        .expect("known");
+    assert!(record.last_verified.is_some());
+    let again = test.store.scrub(options).await.expect("scrub");
+    assert!(again.quarantined.is_empty() && again.trees_rebuilt.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scrub_keeps_to_its_rate() {
+    let test = open().await;
+    test.put("a", &bytes(400_000, 16)).await.expect("put");
+    let options = ScrubOptions {
+        bytes_per_second: 1 << 20,
+        skip_verified_within: Duration::ZERO,
+    };
+    let started = std::time::Instant::now();
+    let report = test.store.scrub(options).await.expect("scrub");
+    assert_eq!(report.bytes_checked, 400_000);
+    // 400 kB at 1 MiB/s cannot finish in less than ~0.38 s.
+    assert!(
+        started.elapsed() >= Duration::from_millis(350),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fsck_reports_and_sweep_repairs() {
+    let test = open().await;
+    let kept = bytes(50_000, 17);
+    let lost = bytes(50_000, 18);
+    test.put("kept", &kept).await.expect("put");
+    test.put("lost", &lost).await.expect("put");
+    let blobs = test.dir.path().join("data").join("blobs");
+    let hex = Blake3Digest::of(&lost).to_hex();
+    std::fs::remove_file(blobs.join(&hex[..2]).join(&hex[2..4]).join(&hex)).expect("lose a blob");
+    // An orphan, as a crash between placing a blob and recording it leaves one.
+    let orphan = bytes(10, 19);
+    let orphan_hex = Blake3Digest::of(&orphan).to_hex();
+    let orphan_dir = blobs.join(&orphan_hex[..2]).join(&orphan_hex[2..4]);
+    std::fs::create_dir_all(&orphan_dir).expect("mkdir");
+    std::fs::write(orphan_dir.join(&orphan_hex), &orphan).expect("write orphan");
+
+    let report = test.store.fsck(false).await.expect("fsck");
+    assert_eq!(report.blobs_checked, 2);
+    assert_eq!(report.missing, vec![Blake3Digest::of(&lost)]);
+    assert_eq!(report.damaged_keys, vec![key("lost")]);
+    assert_eq!(report.orphans, vec![Blake3Digest::of(&orphan)]);
+    assert!(
+        orphan_dir.join(&orphan_hex).exists(),
+        "fsck changes nothing"
+    );
+
+    let swept = test.store.sweep().await.expect("sweep");
+    assert_eq!(swept.orphans_removed, vec![Blake3Digest::of(&orphan)]);
+    assert!(!orphan_dir.join(&orphan_hex).exists());
+    assert!(matches!(
+        test.store.get(&key("lost")).await,
+        Err(StorageError::Corrupt { .. })
+    ));
+    assert_eq!(read_all(&test.store, &key("kept")).await, kept);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streamed_reads_of_large_objects_come_in_bounded_pieces() {
+    let test = open().await;
+    let data = bytes(5 << 20, 20);
+    test.put("big", &data).await.expect("put");
+    let object = test.store.get(&key("big")).await.expect("get");
+    let mut stream = object.read(1..(5 << 20) - 1, Verify::Yes).expect("read");
+    let mut total = 0;
+    while let Some(piece) = stream.next().await {
+        let piece = piece.expect("piece");
+        assert!(piece.len() <= 256 * 1024);
+        total += piece.len();
+    }
+    assert_eq!(total, (5 << 20) - 2);
+}
