@@ -449,6 +449,18 @@ mod tests {
         );
     }
 
+    #[test]
+    fn outboard_is_bao_tree_post_order() {
+        let block_size = bao_tree::BlockSize::from_chunk_log(4);
+        for len in [0, 1, G, G + 1, 3 * G + 5, 100 * G + 77, 256 * G] {
+            let bytes = data(len);
+            let (root, outboard) = build(&bytes, 70_000);
+            let bao = bao_tree::io::outboard::PostOrderMemOutboard::create(&bytes, block_size);
+            assert_eq!(root, bao.root, "len {len}");
+            assert_eq!(outboard, bao.data, "len {len}");
+        }
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(64))]
         #[test]

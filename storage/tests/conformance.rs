@@ -445,6 +445,11 @@ async fn deleted_keys_stay_bound_to_their_content() {
     assert_eq!(test.store.purge_trash().await.expect("purge"), 0);
 }
 
+/// A reversed range, as a buggy caller might build one.
+fn reversed(start: u64, end: u64) -> std::ops::Range<u64> {
+    std::ops::Range { start, end }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ranges_verified_and_not() {
     let test = open().await;
@@ -471,7 +476,11 @@ async fn ranges_verified_and_not() {
             );
         }
     }
-    for bad in [0..len as u64 + 1, len as u64 + 1..len as u64 + 2, 10..5] {
+    for bad in [
+        0..len as u64 + 1,
+        len as u64 + 1..len as u64 + 2,
+        reversed(10, 5),
+    ] {
         assert!(matches!(
             object.read(bad, Verify::Yes),
             Err(StorageError::RangeNotSatisfiable { .. })
