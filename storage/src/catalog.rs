@@ -234,6 +234,8 @@ impl Catalog {
                     was_live = true;
                 }
             })?;
+            // Its MD5 is computed when good bytes come back (`reference_blob` queues it).
+            txn.open_table(MD5_PENDING)?.remove(&blob.0[..])?;
             Ok(was_live)
         })
         .await
@@ -404,18 +406,31 @@ impl Catalog {
         .await
     }
 
-    /// Up to `limit` blobs whose MD5 is still to be computed.
-    pub async fn md5_pending(&self, limit: usize) -> Result<Vec<Blake3Digest>> {
+    /// Up to `limit` blobs after `after` whose MD5 is still to be computed.
+    pub async fn md5_pending(
+        &self,
+        after: Option<Blake3Digest>,
+        limit: usize,
+    ) -> Result<Vec<Blake3Digest>> {
         self.read("list pending MD5s", move |txn| {
             let pending = txn.open_table(MD5_PENDING)?;
+            let start = after.map(|digest| digest.0).unwrap_or([0; 32]);
             let mut found = Vec::new();
-            for entry in pending.iter()?.take(limit) {
+            for entry in pending.range(&start[..]..)? {
                 let (digest, _) = entry?;
-                let digest = digest
-                    .value()
-                    .try_into()
-                    .map_err(|_| damaged("md5 queue"))?;
-                found.push(Blake3Digest(digest));
+                let digest = Blake3Digest(
+                    digest
+                        .value()
+                        .try_into()
+                        .map_err(|_| damaged("md5 queue"))?,
+                );
+                if Some(digest) == after {
+                    continue;
+                }
+                if found.len() == limit {
+                    break;
+                }
+                found.push(digest);
             }
             Ok(found)
         })
@@ -713,6 +728,8 @@ fn delete(
     if unreferenced {
         txn.open_table(TRASH)?
             .insert(&trash_key(now, &value.blake3)[..], ())?;
+        // Trashed bytes need no MD5; a restore queues it again.
+        txn.open_table(MD5_PENDING)?.remove(&value.blake3.0[..])?;
     }
     append_change(txn, ChangeKind::Delete, &key, &value, now)?;
     Ok(Ok((value.to_record(key, md5), unreferenced)))

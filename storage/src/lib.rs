@@ -463,35 +463,30 @@ impl Store {
         self.inner.catalog.stats().await
     }
 
-    /// Computes the MD5s deferred at ingest; answers how many it recorded.
+    /// Computes the MD5s deferred at ingest; answers how many it recorded. One pass over the
+    /// queue: a blob that cannot be read now is left for the next pass.
     pub async fn backfill_md5(&self) -> Result<usize> {
         let mut done = 0;
+        let mut after = None;
         loop {
-            let pending = self.inner.catalog.md5_pending(64).await?;
-            if pending.is_empty() {
+            let pending = self.inner.catalog.md5_pending(after, 64).await?;
+            let Some(last) = pending.last() else {
                 return Ok(done);
-            }
+            };
+            after = Some(*last);
             for blob in pending {
                 let path = self.inner.blobs.data_path(Area::Blobs, &blob);
                 match scrub::md5_of_file(path).await {
-                    Ok(md5) => self.inner.catalog.set_md5(blob, md5).await?,
-                    // A blob deleted or quarantined meanwhile: its MD5 is computed if it
-                    // comes back; keep the queue moving.
-                    Err(StorageError::Io { source, .. })
-                        if source.kind() == std::io::ErrorKind::NotFound =>
-                    {
-                        let record = self.inner.catalog.blob(blob).await?;
-                        if record.is_some_and(|record| record.state == BlobState::Live) {
-                            return Err(StorageError::Corrupt {
-                                blob,
-                                detail: "blob file is missing".into(),
-                            });
-                        }
-                        continue;
+                    Ok(md5) => {
+                        self.inner.catalog.set_md5(blob, md5).await?;
+                        done += 1;
                     }
+                    // Deleted or quarantined meanwhile: its MD5 is queued again if the bytes
+                    // come back.
+                    Err(StorageError::Io { source, .. })
+                        if source.kind() == std::io::ErrorKind::NotFound => {}
                     Err(error) => return Err(error),
                 }
-                done += 1;
             }
         }
     }

@@ -203,6 +203,26 @@ async fn md5_inline_or_deferred() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn md5_of_deleted_content_is_not_chased() {
+    let test = open().await;
+    let data = bytes(80_000, 21);
+    test.put("gone", &data).await.expect("put");
+    test.store.delete(&key("gone")).await.expect("delete");
+    assert_eq!(
+        test.store
+            .backfill_md5()
+            .await
+            .expect("backfill terminates"),
+        0
+    );
+    let restored = test.put("gone", &data).await.expect("restore");
+    assert_eq!(restored.record.md5, None);
+    assert_eq!(test.store.backfill_md5().await.expect("backfill"), 1);
+    let record = test.store.head(&key("gone")).await.expect("head");
+    assert_eq!(record.md5, Some(Md5Digest::of(&data)));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn background_md5_arrives_soon() {
     let dir = TempDir::new().expect("temp dir");
     let store = Store::open(StoreConfig::new(dir.path()))
