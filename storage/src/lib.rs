@@ -166,6 +166,8 @@ impl Store {
                 tracing::info!(removed, "removed staging leftovers of an interrupted run");
             }
             let catalog = Catalog::open(&dir.join("catalog.redb"), site)?;
+            // The catalogue file may be new: make its directory entry durable too.
+            blobs::sync_dir(&dir)?;
             Ok((lock, blobs, catalog))
         })
         .await?;
