@@ -103,6 +103,9 @@ pub enum StorageError {
     /// This site has used all 2^48 object identifiers.
     #[error("object identifiers of this site are exhausted")]
     ObjectIdsExhausted,
+    /// The runtime is shutting down and cancelled the work.
+    #[error("the store is shutting down")]
+    ShuttingDown,
     /// Another process holds the data directory.
     #[error("data directory {path} is in use by another process")]
     Locked {

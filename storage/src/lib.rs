@@ -196,6 +196,7 @@ impl Store {
             let Some(store) = upgrade(&weak) else { return };
             match store.sweep().await {
                 Ok(report) if report.is_clean() => {}
+                Err(StorageError::ShuttingDown) => {}
                 Ok(report) => tracing::info!(?report, "swept blob areas after start"),
                 Err(error) => tracing::error!("sweep after start failed: {error:#}"),
             }
@@ -204,8 +205,10 @@ impl Store {
         let md5 = tokio::spawn(async move {
             loop {
                 let Some(store) = upgrade(&weak) else { return };
-                if let Err(error) = store.backfill_md5().await {
-                    tracing::error!("MD5 backfill failed: {error:#}");
+                match store.backfill_md5().await {
+                    Ok(_) => {}
+                    Err(StorageError::ShuttingDown) => return,
+                    Err(error) => tracing::error!("MD5 backfill failed: {error:#}"),
                 }
                 let inner = store.inner.clone();
                 drop(store);
@@ -583,10 +586,6 @@ pub(crate) fn joined<T>(result: Result<T, tokio::task::JoinError>) -> Result<T> 
     match result {
         Ok(value) => Ok(value),
         Err(error) if error.is_panic() => std::panic::resume_unwind(error.into_panic()),
-        Err(error) => Err(StorageError::Io {
-            op: "finish blocking work",
-            path: PathBuf::new(),
-            source: std::io::Error::other(error),
-        }),
+        Err(_) => Err(StorageError::ShuttingDown),
     }
 }
