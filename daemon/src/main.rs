@@ -1,0 +1,5 @@
+//! The `dataserver` binary.
+
+fn main() -> std::process::ExitCode {
+    daemon::main()
+}

@@ -1,0 +1,117 @@
+//! Start-up, configuration errors, SIGTERM during uploads, and verified reads of damaged bytes.
+
+use std::io::{Read, Write};
+use std::process::Command;
+
+use crate::harness::{b3, bytes, daemon_bin, start, start_with_config};
+
+#[test]
+fn a_bad_config_exits_non_zero_with_a_clear_message() {
+    let dir = tempfile::TempDir::new().expect("temp");
+    let config = dir.path().join("bad.toml");
+    std::fs::write(&config, "verify_reads = \"sometimes\"\n").expect("write");
+    let output = Command::new(daemon_bin())
+        .arg("--config")
+        .arg(&config)
+        .output()
+        .expect("run");
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("invalid configuration") && stderr.contains("verify_reads"),
+        "{stderr}"
+    );
+    std::fs::write(&config, "no_such_field = 1\n").expect("write");
+    let output = Command::new(daemon_bin())
+        .arg("--config")
+        .arg(&config)
+        .output()
+        .expect("run");
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("no_such_field"));
+}
+
+#[test]
+fn sigterm_lets_an_upload_finish_and_stores_it() {
+    let mut daemon = start();
+    let data = bytes(400_000, 1);
+    let mut upload = daemon.connect();
+    let head = format!(
+        "PUT /during-shutdown HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        daemon.token,
+        data.len()
+    );
+    upload.write_all(head.as_bytes()).expect("send head");
+    upload.write_all(&data[..200_000]).expect("send half");
+    // Make sure the daemon has the request in hand before it is told to stop.
+    let status = daemon.curl("/_/status", &[]);
+    assert_eq!(status.status, 200);
+    let pid = daemon.pid();
+    rustix::process::kill_process(pid, rustix::process::Signal::TERM).expect("SIGTERM");
+    upload.write_all(&data[200_000..]).expect("send the rest");
+    let mut response = String::new();
+    let _ = upload.read_to_string(&mut response);
+    assert!(response.starts_with("HTTP/1.1 201"), "{response}");
+    assert!(daemon.wait_exit(), "clean exit after draining");
+    daemon.restart();
+    let got = daemon.curl("/during-shutdown", &[]);
+    assert_eq!(got.status, 200);
+    assert_eq!(b3(&got.body), b3(&data));
+}
+
+#[test]
+fn sigterm_during_a_stalled_upload_leaves_nothing_half_visible() {
+    let mut daemon = start_with_config(Some("[limits]\nshutdown_grace_secs = 1\n"));
+    let mut upload = daemon.connect();
+    let head = format!(
+        "PUT /never-finished HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\nContent-Length: 1000000\r\n\r\n",
+        daemon.token
+    );
+    upload.write_all(head.as_bytes()).expect("send head");
+    upload.write_all(&bytes(300_000, 2)).expect("send part");
+    assert_eq!(daemon.curl("/_/status", &[]).status, 200);
+    assert!(daemon.terminate(), "exits after the grace period");
+    drop(upload);
+    daemon.restart();
+    assert_eq!(daemon.curl("/never-finished", &[]).status, 404);
+    assert!(
+        daemon.files_in("staging").is_empty(),
+        "staging is cleared at start"
+    );
+    assert!(daemon.files_in("blobs").is_empty());
+}
+
+#[test]
+fn damaged_bytes_are_never_served_when_reads_are_verified() {
+    let mut daemon = start();
+    daemon.expected_errors = vec!["response aborted", "quarantined", "no longer match"];
+    let data = bytes(100_000, 3);
+    assert_eq!(daemon.put("/damaged", &data).status, 201);
+    let hex = b3(&data);
+    let blob = daemon
+        .data_dir()
+        .join("blobs")
+        .join(&hex[..2])
+        .join(&hex[2..4])
+        .join(&hex);
+    let mut stored = std::fs::read(&blob).expect("blob");
+    stored[70_000] ^= 0xff;
+    std::fs::write(&blob, stored).expect("damage the blob");
+
+    let clean = daemon.curl("/damaged", &["-H", "Range: bytes=0-9"]);
+    assert_eq!((clean.status, clean.body.as_slice()), (206, &data[..10]));
+    let response = daemon.raw(b"GET /damaged HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    let body_start = response.find("\r\n\r\n").expect("head") + 4;
+    assert!(response.starts_with("HTTP/1.1 200"));
+    assert!(
+        response.len() - body_start < 100_000,
+        "the damaged response was cut short"
+    );
+    assert_eq!(daemon.curl("/damaged", &[]).status, 500, "quarantined");
+    let metrics = String::from_utf8(daemon.curl("/metrics", &[]).body).expect("text");
+    assert!(
+        metrics.contains("dataserver_verification_failures_total 1"),
+        "{metrics}"
+    );
+    assert!(daemon.data_dir().join("quarantine").join(&hex).exists());
+}

@@ -1,0 +1,8 @@
+//! Black-box tests: the real `dataserver` binary on port 0, driven by curl and raw TCP.
+
+mod access;
+mod harness;
+mod lifecycle;
+mod limits;
+mod objects;
+mod ranges;
