@@ -64,9 +64,21 @@ pub struct ConfigFile {
     pub tokens: Vec<TokenConfig>,
     /// Days an unreferenced blob stays in the trash. Default: 7.
     pub trash_retention_days: Option<u64>,
+    /// TLS for the native listener. Default: none (plain HTTP).
+    pub tls: Option<TlsConfig>,
     /// Resource limits.
     #[serde(default)]
     pub limits: LimitsConfig,
+}
+
+/// Certificate and key, PEM files.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// Certificate chain, leaf first.
+    pub cert_file: PathBuf,
+    /// Private key (PKCS#8, PKCS#1 or SEC1).
+    pub key_file: PathBuf,
 }
 
 /// Whether reads are verified.
@@ -139,6 +151,8 @@ pub struct Config {
     pub tokens: Vec<Token>,
     /// Trash retention.
     pub trash_retention: Duration,
+    /// TLS, when configured.
+    pub tls: Option<TlsConfig>,
     /// Limits.
     pub limits: Limits,
 }
@@ -229,6 +243,7 @@ impl Config {
             trash_retention: Duration::from_secs(
                 24 * 3600 * file.trash_retention_days.unwrap_or(7),
             ),
+            tls: file.tls,
             limits,
         })
     }

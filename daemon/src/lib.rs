@@ -10,6 +10,7 @@ pub mod config;
 pub mod http;
 pub mod metrics;
 mod status_page;
+mod tls;
 
 use std::future::Future;
 use std::path::Path;
@@ -98,16 +99,23 @@ pub async fn serve(
     let store = Store::open(store_config)
         .await
         .with_context(|| format!("open the store in {}", config.data_dir.display()))?;
+    let tls = config
+        .tls
+        .as_ref()
+        .map(tls::acceptor)
+        .transpose()
+        .context("set up TLS")?;
     let address = listener.local_addr().context("read the bound address")?;
+    let scheme = if tls.is_some() { "https" } else { "http" };
     if let Some(path) = &config.addr_file {
-        write_addr_file(path, &format!("{{\"http\": \"{address}\"}}\n"))
-            .context("write the address file")?;
+        let text = format!("{{\"http\": \"{address}\", \"scheme\": \"{scheme}\"}}\n");
+        write_addr_file(path, &text).context("write the address file")?;
     }
-    tracing::info!(%address, data_dir = %config.data_dir.display(), site = config.site_name, "listening");
+    tracing::info!(%address, scheme, data_dir = %config.data_dir.display(), site = config.site_name, "listening");
     let access = Access::new(std::mem::take(&mut config.tokens), config.public_reads);
     let purge = tokio::spawn(purge_trash_forever(store.clone()));
     let app = http::App::new(store, config, access, Metrics::new());
-    http::server::serve(app, listener, shutdown).await;
+    http::server::serve(app, listener, tls, shutdown).await;
     purge.abort();
     tracing::info!("stopped");
     Ok(())

@@ -22,6 +22,10 @@ pub struct TestDaemon {
     child: Option<Child>,
     /// Bound address of the native API.
     pub http: SocketAddr,
+    /// `http` or `https`.
+    pub scheme: String,
+    /// Arguments given to every curl call (e.g. `--cacert`).
+    pub curl_args: Vec<String>,
     /// Holds `data/`, the log and the config.
     pub dir: TempDir,
     /// The admin token (created on first start).
@@ -82,6 +86,8 @@ pub fn start_with_config_and_files(config: &str, files: &[(&str, &str)]) -> Test
     let mut daemon = TestDaemon {
         child: None,
         http: SocketAddr::from(([127, 0, 0, 1], 0)),
+        scheme: "http".into(),
+        curl_args: Vec::new(),
         dir,
         token: String::new(),
         config: config.map(str::to_owned),
@@ -120,7 +126,9 @@ impl TestDaemon {
         }
         let child = command.spawn().expect("spawn dataserver");
         self.child = Some(child);
-        self.http = self.wait_for_address(&addr_file);
+        let (http, scheme) = self.wait_for_address(&addr_file);
+        self.http = http;
+        self.scheme = scheme;
         let token_path = self.data_dir().join("admin-token");
         if let Ok(token) = std::fs::read_to_string(token_path) {
             self.token = token.trim().to_owned();
@@ -147,17 +155,15 @@ impl TestDaemon {
 
     /// Waits for the address file (written by rename, so never half a line); fails early if
     /// the daemon exits.
-    fn wait_for_address(&mut self, path: &Path) -> SocketAddr {
+    fn wait_for_address(&mut self, path: &Path) -> (SocketAddr, String) {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             if let Ok(text) = std::fs::read_to_string(path) {
                 let json: serde_json::Value =
                     serde_json::from_str(&text).expect("address file is JSON");
-                return json["http"]
-                    .as_str()
-                    .expect("http address")
-                    .parse()
-                    .expect("socket address");
+                let address = json["http"].as_str().expect("http address");
+                let scheme = json["scheme"].as_str().unwrap_or("http").to_owned();
+                return (address.parse().expect("socket address"), scheme);
             }
             if let Some(status) = self
                 .child
@@ -214,7 +220,7 @@ impl TestDaemon {
 
     /// `http://127.0.0.1:PORT/path`.
     pub fn url(&self, path: &str) -> String {
-        format!("http://{}{}", self.http, path)
+        format!("{}://{}{}", self.scheme, self.http, path)
     }
 
     /// Runs curl with `args` against `path` and parses what it received.
@@ -223,6 +229,7 @@ impl TestDaemon {
         let body_file = tempfile::NamedTempFile::new().expect("temp file");
         let output = Command::new("curl")
             .args(["-sS", "--max-time", "60", "-H", "Expect:", "--path-as-is"])
+            .args(&self.curl_args)
             .arg("-D")
             .arg(headers_file.path())
             .arg("-o")

@@ -115,3 +115,74 @@ fn damaged_bytes_are_never_served_when_reads_are_verified() {
     );
     assert!(daemon.data_dir().join("quarantine").join(&hex).exists());
 }
+
+#[test]
+fn tls_serves_verified_https_and_refuses_plain_http() {
+    let keys = tempfile::TempDir::new().expect("temp");
+    let status = Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-days",
+            "1",
+        ])
+        .args([
+            "-subj",
+            "/CN=127.0.0.1",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+        ])
+        .arg("-keyout")
+        .arg(keys.path().join("key.pem"))
+        .arg("-out")
+        .arg(keys.path().join("cert.pem"))
+        .stderr(std::process::Stdio::null())
+        .status()
+        .expect("run openssl");
+    assert!(status.success(), "openssl made a certificate");
+    let cert = keys.path().join("cert.pem");
+    let config = format!(
+        "[tls]\ncert_file = \"{}\"\nkey_file = \"{}\"\n",
+        cert.display(),
+        keys.path().join("key.pem").display()
+    );
+    let mut daemon = start_with_config(Some(&config));
+    assert_eq!(daemon.scheme, "https");
+    daemon.curl_args = vec!["--cacert".into(), cert.to_str().expect("utf-8").into()];
+    let data = bytes(50_000, 9);
+    assert_eq!(daemon.put("/secure", &data).status, 201);
+    let got = daemon.curl("/secure", &["-H", "Range: bytes=10-19"]);
+    assert_eq!((got.status, got.body.as_slice()), (206, &data[10..20]));
+    // ALPN offers HTTP/2; curl takes it.
+    let version = Command::new("curl")
+        .args([
+            "-sS",
+            "--http2",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_version}",
+            "--cacert",
+        ])
+        .arg(&cert)
+        .arg(daemon.url("/secure"))
+        .output()
+        .expect("run curl");
+    assert_eq!(String::from_utf8_lossy(&version.stdout), "2");
+
+    // Without trusting the certificate, curl refuses (verification is on by default).
+    let untrusted = Command::new("curl")
+        .args(["-sS", "--max-time", "10"])
+        .arg(format!("https://{}/secure", daemon.http))
+        .output()
+        .expect("run curl");
+    assert!(!untrusted.status.success());
+    // Plain HTTP on the TLS port gets no HTTP answer, and the connection ends at once.
+    let plain = daemon.raw(b"GET /secure HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    assert!(!plain.starts_with("HTTP/1.1 200"), "{plain}");
+}
