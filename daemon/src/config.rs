@@ -294,6 +294,14 @@ mod tests {
     }
 
     #[test]
+    fn the_example_config_is_valid_and_states_the_defaults() {
+        let text = include_str!("../../ops/dataserver.toml");
+        let example = parse(text).expect("ops/dataserver.toml is valid");
+        let defaults = parse("").expect("empty config");
+        assert_eq!(format!("{example:?}"), format!("{defaults:?}"));
+    }
+
+    #[test]
     fn flags_win_over_the_file() {
         let file: ConfigFile = toml::from_str("site_name = \"a\"\nsite_number = 3").expect("toml");
         let flags = Flags {
