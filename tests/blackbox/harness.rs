@@ -282,6 +282,19 @@ impl TestDaemon {
         String::from_utf8_lossy(&response).into_owned()
     }
 
+    /// Opens a raw connection and sends the head of an admin PUT of `length` bytes to `path`
+    /// plus the first `sent` of `body`; the test decides what happens to the rest.
+    pub fn begin_put(&self, path: &str, body: &[u8], length: usize, sent: usize) -> TcpStream {
+        let mut stream = self.connect();
+        let head = format!(
+            "PUT {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\nContent-Length: {length}\r\nConnection: close\r\n\r\n",
+            self.token
+        );
+        stream.write_all(head.as_bytes()).expect("send head");
+        stream.write_all(&body[..sent]).expect("send body");
+        stream
+    }
+
     /// Files in a directory of the data directory.
     pub fn files_in(&self, area: &str) -> Vec<PathBuf> {
         let mut found = Vec::new();

@@ -35,14 +35,7 @@ fn a_bad_config_exits_non_zero_with_a_clear_message() {
 fn sigterm_lets_an_upload_finish_and_stores_it() {
     let mut daemon = start();
     let data = bytes(400_000, 1);
-    let mut upload = daemon.connect();
-    let head = format!(
-        "PUT /during-shutdown HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-        daemon.token,
-        data.len()
-    );
-    upload.write_all(head.as_bytes()).expect("send head");
-    upload.write_all(&data[..200_000]).expect("send half");
+    let mut upload = daemon.begin_put("/during-shutdown", &data, data.len(), 200_000);
     // Make sure the daemon has the request in hand before it is told to stop.
     let status = daemon.curl("/_/status", &[]);
     assert_eq!(status.status, 200);
@@ -62,13 +55,7 @@ fn sigterm_lets_an_upload_finish_and_stores_it() {
 #[test]
 fn sigterm_during_a_stalled_upload_leaves_nothing_half_visible() {
     let mut daemon = start_with_config(Some("[limits]\nshutdown_grace_secs = 1\n"));
-    let mut upload = daemon.connect();
-    let head = format!(
-        "PUT /never-finished HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\nContent-Length: 1000000\r\n\r\n",
-        daemon.token
-    );
-    upload.write_all(head.as_bytes()).expect("send head");
-    upload.write_all(&bytes(300_000, 2)).expect("send part");
+    let upload = daemon.begin_put("/never-finished", &bytes(300_000, 2), 1_000_000, 300_000);
     assert_eq!(daemon.curl("/_/status", &[]).status, 200);
     assert!(daemon.terminate(), "exits after the grace period");
     drop(upload);

@@ -72,13 +72,7 @@ fn stalled_clients_are_cut_off() {
     assert!(!String::from_utf8_lossy(&response).contains(" 200 "));
 
     // A body that stops arriving.
-    let mut slow_body = daemon.connect();
-    let head = format!(
-        "PUT /stalled HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\nContent-Length: 1000\r\n\r\n",
-        daemon.token
-    );
-    slow_body.write_all(head.as_bytes()).expect("send");
-    slow_body.write_all(&bytes(100, 2)).expect("send");
+    let mut slow_body = daemon.begin_put("/stalled", &bytes(100, 2), 1000, 100);
     let started = Instant::now();
     let mut buffer = [0u8; 512];
     let read = slow_body.read(&mut buffer).unwrap_or(0);

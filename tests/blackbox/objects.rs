@@ -1,6 +1,5 @@
 //! Storing, reading, deleting and listing objects; hostile keys and broken bodies.
 
-use std::io::Write;
 
 use crate::harness::{b3, bytes, pause, start};
 
@@ -138,13 +137,7 @@ fn digests_sent_by_the_client_are_checked() {
 #[test]
 fn truncated_bodies_leave_nothing() {
     let daemon = start();
-    let mut stream = daemon.connect();
-    let head = format!(
-        "PUT /short HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\nContent-Length: 100000\r\n\r\n",
-        daemon.token
-    );
-    stream.write_all(head.as_bytes()).expect("send head");
-    stream.write_all(&bytes(50_000, 5)).expect("send half");
+    let mut stream = daemon.begin_put("/short", &bytes(50_000, 5), 100_000, 50_000);
     stream
         .shutdown(std::net::Shutdown::Write)
         .expect("half close");
