@@ -81,3 +81,32 @@ fn stalled_clients_are_cut_off() {
     assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
     assert_eq!(daemon.curl("/stalled", &[]).status, 404);
 }
+
+#[test]
+fn requests_over_the_limit_get_503_with_retry_after() {
+    let daemon = start_with_config(Some("[limits]\nmax_requests = 1\n"));
+    // An upload that stays open holds the only request slot.
+    let holder = daemon.begin_put("/held", &bytes(1000, 3), 100_000, 1000);
+    // Once the slot is taken, every other request is refused until it is free again.
+    let mut refused = None;
+    for _ in 0..200 {
+        let reply = daemon.curl("/_/health", &[]);
+        if reply.status == 503 {
+            refused = Some(reply);
+            break;
+        }
+        crate::harness::pause(10);
+    }
+    let refused = refused.expect("a second request is refused while the slot is held");
+    assert_eq!(refused.header("retry-after"), Some("1"));
+    drop(holder);
+    let mut served = false;
+    for _ in 0..200 {
+        if daemon.curl("/_/health", &[]).status == 200 {
+            served = true;
+            break;
+        }
+        crate::harness::pause(10);
+    }
+    assert!(served, "the slot is free again once the upload ends");
+}
