@@ -73,6 +73,7 @@ impl App {
         let started = Instant::now();
         let request_id = self.next_request_id.fetch_add(1, Ordering::Relaxed);
         let method = request.method().clone();
+        let announces_close = carries_body(&request) && request.version() <= http::Version::HTTP_11;
         let route = Route::decide(&method, request.uri().path());
         let route_name = route.as_ref().map_or("none", Route::name);
         let result = match route {
@@ -91,8 +92,17 @@ impl App {
                 Err(ApiError::BadRequest(format!("invalid key: {error}")))
             }
         };
-        let mut response =
-            result.unwrap_or_else(|error| self.error_response(&error, request_id, route_name));
+        let mut response = result.unwrap_or_else(|error| {
+            let mut response = self.error_response(&error, request_id, route_name);
+            if announces_close {
+                // The body may be unread; hyper then closes the connection after this response,
+                // so say so, or a keep-alive client sends its next request into a closed socket.
+                response
+                    .headers_mut()
+                    .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            }
+            response
+        });
         if let Ok(value) = HeaderValue::from_str(&request_id.to_string()) {
             response
                 .headers_mut()
@@ -156,6 +166,15 @@ impl App {
         }
         response
     }
+}
+
+/// Whether a request has a body (which a refusal may leave unread).
+fn carries_body<B>(request: &Request<B>) -> bool {
+    let headers = request.headers();
+    headers.contains_key(header::TRANSFER_ENCODING)
+        || headers
+            .get(header::CONTENT_LENGTH)
+            .is_some_and(|length| length.as_bytes() != b"0")
 }
 
 /// An error and all its sources, joined as one sentence.
