@@ -4,11 +4,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# System tools the tests drive: curl (an HTTP client users have), openssl (test certificates),
-# Python with venv (the Python client tests). Installed with apt when missing and possible.
+# System tools the tests drive: curl and wget (HTTP clients users have), openssl (test
+# certificates), Python with venv (the Python client tests). Installed with apt when missing.
 missing=()
 command -v curl >/dev/null || missing+=(curl)
 command -v openssl >/dev/null || missing+=(openssl)
+command -v wget >/dev/null || missing+=(wget)
 command -v python3 >/dev/null || missing+=(python3)
 python3 -c 'import venv, ensurepip' 2>/dev/null || missing+=(python3-venv)
 if ((${#missing[@]})); then

@@ -1,6 +1,5 @@
 //! Storing, reading, deleting and listing objects; hostile keys and broken bodies.
 
-
 use crate::harness::{b3, bytes, pause, start};
 
 #[test]
@@ -245,4 +244,33 @@ fn health_ready_status_metrics_and_page() {
     let post = daemon.curl("/x", &["-X", "POST"]);
     assert_eq!(post.status, 405);
     assert_eq!(post.header("allow"), Some("GET, HEAD, PUT, DELETE"));
+}
+
+#[test]
+fn wget_downloads_and_resumes() {
+    let daemon = start();
+    let data = bytes(500_000, 6);
+    assert_eq!(daemon.put("/kids/w.fits", &data).status, 201);
+    let target = tempfile::TempDir::new().expect("temp");
+    let file = target.path().join("w.fits");
+    let wget = |extra: &[&str]| {
+        std::process::Command::new("wget")
+            .args(["-q", "--no-proxy", "--tries=1", "-O"])
+            .arg(&file)
+            .args(extra)
+            .arg(daemon.url("/kids/w.fits"))
+            .status()
+            .expect("run wget")
+    };
+    assert!(wget(&[]).success());
+    assert_eq!(std::fs::read(&file).expect("downloaded"), data);
+    // A partial file is completed with a range request (`-c`).
+    std::fs::write(&file, &data[..123_457]).expect("truncate");
+    assert!(wget(&["-c"]).success());
+    assert_eq!(std::fs::read(&file).expect("resumed"), data);
+    let metrics = String::from_utf8(daemon.curl("/metrics", &[]).body).expect("text");
+    assert!(
+        metrics.contains("dataserver_ranges_served_total 1"),
+        "wget -c used a range"
+    );
 }
