@@ -178,6 +178,40 @@ impl Catalog {
         }
     }
 
+    /// Runs a read against a snapshot on the calling thread, which must be one that may
+    /// block (the blocking pool).
+    fn read_now<R>(
+        &self,
+        op: &'static str,
+        work: impl FnOnce(&redb::ReadTransaction) -> Result<R, redb::Error>,
+    ) -> Result<R> {
+        let txn = self.db.begin_read().map_err(redb::Error::from);
+        txn.and_then(|txn| work(&txn)).map_err(failure(op))
+    }
+
+    /// Blocking: the live record of `key` and the state of its blob, from one snapshot.
+    pub fn lookup_now(&self, key: &ObjectKey) -> Result<Option<(ObjectRecord, BlobState)>> {
+        self.read_now("read an object", |txn| {
+            let Some(value) = object_value(txn, key)? else {
+                return Ok(None);
+            };
+            if value.deleted.is_some() {
+                return Ok(None);
+            }
+            let blob = blob_record(txn, &value.blake3)?;
+            let state = blob.map_or(BlobState::Live, |blob| blob.state);
+            let md5 = blob.and_then(|blob| blob.md5);
+            Ok(Some((value.to_record(key.clone(), md5), state)))
+        })
+    }
+
+    /// Blocking: the content a key is bound to, live or deleted.
+    pub fn binding_now(&self, key: &ObjectKey) -> Result<Option<Blake3Digest>> {
+        self.read_now("read an object", |txn| {
+            Ok(object_value(txn, key)?.map(|value| value.blake3))
+        })
+    }
+
     /// Runs a read against a snapshot on the blocking pool.
     async fn read<R: Send + 'static>(
         &self,
@@ -205,13 +239,16 @@ impl Catalog {
             .await?
     }
 
-    /// Records the MD5 of a blob computed after ingest.
-    pub async fn set_md5(&self, blob: Blake3Digest, md5: Md5Digest) -> Result<()> {
-        self.write("record an MD5", move |txn| {
-            txn.open_table(MD5_PENDING)?.remove(&blob.0[..])?;
-            update_blob(txn, &blob, |record| {
-                record.md5.get_or_insert(md5);
-            })
+    /// Records MD5s of blobs computed after ingest, in one transaction.
+    pub async fn set_md5s(&self, computed: Vec<(Blake3Digest, Md5Digest)>) -> Result<()> {
+        self.write("record MD5s", move |txn| {
+            for (blob, md5) in computed {
+                txn.open_table(MD5_PENDING)?.remove(&blob.0[..])?;
+                update_blob(txn, &blob, |record| {
+                    record.md5.get_or_insert(md5);
+                })?;
+            }
+            Ok(())
         })
         .await
     }
@@ -276,15 +313,6 @@ impl Catalog {
             }
             let md5 = blob_record(txn, &value.blake3)?.and_then(|blob| blob.md5);
             Ok(Some(value.to_record(key, md5)))
-        })
-        .await
-    }
-
-    /// The content a key is bound to, live or deleted.
-    pub async fn binding(&self, key: &ObjectKey) -> Result<Option<Blake3Digest>> {
-        let key = key.clone();
-        self.read("read an object", move |txn| {
-            Ok(object_value(txn, &key)?.map(|value| value.blake3))
         })
         .await
     }

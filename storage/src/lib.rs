@@ -47,6 +47,9 @@ pub use crate::record::{
 };
 pub use crate::scrub::{FsckReport, ScrubOptions, ScrubReport, SweepReport};
 
+/// Objects up to this size are read whole when opened (one blocking hop per request).
+pub const SMALL_OBJECT_BYTES: u64 = 64 * 1024;
+
 /// Lock stripes for per-blob critical sections.
 const BLOB_LOCKS: usize = 256;
 
@@ -271,18 +274,25 @@ impl Store {
 
         let blob = ingested.blake3;
         let _blob_lock = self.blob_lock(&blob).lock().await;
-        if let Some(existing) = self.inner.catalog.binding(key).await?
-            && existing != blob
-        {
-            return Err(StorageError::Conflict {
-                key: key.clone(),
-                existing,
-            });
-        }
         let store = self.clone();
         let has_outboard = ingested.has_outboard;
-        let placed =
-            blocking(move || store.inner.blobs.place(&staging, &blob, has_outboard)).await?;
+        let bound_key = key.clone();
+        // One hop: refuse a key bound to other content before placing anything, then place.
+        let placement = blocking(move || {
+            if let Some(existing) = store.inner.catalog.binding_now(&bound_key)?
+                && existing != blob
+            {
+                return Ok(Err(existing));
+            }
+            let trash_copy = store.inner.blobs.contains(&blob, Area::Trash);
+            let placed = store.inner.blobs.place(&staging, &blob, has_outboard)?;
+            Ok(Ok((placed, trash_copy)))
+        })
+        .await?;
+        let (placed, trash_copy) = placement.map_err(|existing| StorageError::Conflict {
+            key: key.clone(),
+            existing,
+        })?;
         guard.store = None;
         let content_type = options
             .content_type
@@ -315,8 +325,8 @@ impl Store {
         if stored.record.md5.is_none() {
             self.inner.md5_wanted.notify_one();
         }
-        if placed {
-            // A re-stored blob may still have a copy in the trash from an earlier delete.
+        if placed && trash_copy {
+            // The blob is live again; its copy from an earlier delete goes.
             let store = self.clone();
             blocking(move || store.inner.blobs.remove(&blob, Area::Trash)).await?;
         }
@@ -332,38 +342,64 @@ impl Store {
             .ok_or_else(|| StorageError::NotFound { key: key.clone() })
     }
 
-    /// Opens a live key for reading. The handle keeps the bytes readable even if the key is
+    /// Opens a live key for reading, in one blocking hop: the catalogue lookup and the open
+    /// share it, and an object of at most [`SMALL_OBJECT_BYTES`] is read whole in it, so
+    /// serving it needs no further hop. The handle keeps the bytes readable even if the key is
     /// deleted meanwhile.
     pub async fn get(&self, key: &ObjectKey) -> Result<StoredObject> {
-        let record = self.head(key).await?;
-        let blob_record = self.inner.catalog.blob(record.blake3).await?;
-        if let Some(BlobRecord {
-            state: BlobState::Quarantined { .. },
-            ..
-        }) = blob_record
-        {
+        let store = self.clone();
+        let key = key.clone();
+        blocking(move || store.open_now(&key)).await
+    }
+
+    /// Blocking: the work of [`Store::get`].
+    fn open_now(&self, key: &ObjectKey) -> Result<StoredObject> {
+        let not_found = || StorageError::NotFound { key: key.clone() };
+        let (record, state) = self.inner.catalog.lookup_now(key)?.ok_or_else(not_found)?;
+        let blob = record.blake3;
+        if let BlobState::Quarantined { .. } = state {
             return Err(StorageError::Corrupt {
-                blob: record.blake3,
+                blob,
                 detail: "blob is quarantined".into(),
             });
         }
-        let store = self.clone();
-        let blob = record.blake3;
         let has_outboard = outboard::outboard_len(record.size) > 0;
-        let opened = blocking(move || Ok(store.inner.blobs.open(&blob, has_outboard))).await?;
-        match opened {
-            Ok((data, outboard)) => Ok(StoredObject::new(self.clone(), record, data, outboard)),
+        let (data, outboard) = match self.inner.blobs.open(&blob, has_outboard) {
+            Ok(files) => files,
+            // Deleted between the lookup and the open, or lost.
             Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
-                if self.inner.catalog.get(key).await?.is_none() {
-                    return Err(StorageError::NotFound { key: key.clone() });
-                }
-                Err(StorageError::Corrupt {
+                self.inner.catalog.lookup_now(key)?.ok_or_else(not_found)?;
+                return Err(StorageError::Corrupt {
                     blob,
                     detail: "blob file is missing".into(),
+                });
+            }
+            Err(error) => {
+                return Err(StorageError::Io {
+                    op: "open",
+                    path: self.inner.blobs.data_path(Area::Blobs, &blob),
+                    source: error,
+                });
+            }
+        };
+        if record.size > SMALL_OBJECT_BYTES {
+            return Ok(StoredObject::new(self.clone(), record, data, outboard));
+        }
+        let mut bytes = vec![0u8; usize::try_from(record.size).expect("small objects fit memory")];
+        match std::os::unix::fs::FileExt::read_exact_at(&data, &mut bytes, 0) {
+            Ok(()) => Ok(StoredObject::in_memory(
+                self.clone(),
+                record,
+                Bytes::from(bytes),
+            )),
+            Err(error) if error.kind() == std::io::ErrorKind::UnexpectedEof => {
+                Err(StorageError::Corrupt {
+                    blob,
+                    detail: format!("blob is shorter than its recorded {} bytes", record.size),
                 })
             }
             Err(error) => Err(StorageError::Io {
-                op: "open",
+                op: "read",
                 path: self.inner.blobs.data_path(Area::Blobs, &blob),
                 source: error,
             }),
@@ -479,13 +515,11 @@ impl Store {
                 return Ok(done);
             };
             after = Some(*last);
+            let mut computed = Vec::with_capacity(pending.len());
             for blob in pending {
                 let path = self.inner.blobs.data_path(Area::Blobs, &blob);
                 match scrub::md5_of_file(path).await {
-                    Ok(md5) => {
-                        self.inner.catalog.set_md5(blob, md5).await?;
-                        done += 1;
-                    }
+                    Ok(md5) => computed.push((blob, md5)),
                     // Deleted or quarantined meanwhile: its MD5 is queued again if the bytes
                     // come back.
                     Err(StorageError::Io { source, .. })
@@ -493,6 +527,9 @@ impl Store {
                     Err(error) => return Err(error),
                 }
             }
+            done += computed.len();
+            // One durable commit per page, not per blob.
+            self.inner.catalog.set_md5s(computed).await?;
         }
     }
 }

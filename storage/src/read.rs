@@ -9,7 +9,7 @@ use std::fs::File;
 use std::ops::Range;
 use std::os::unix::fs::FileExt;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use bytes::Bytes;
 use futures_core::Stream;
@@ -39,8 +39,21 @@ pub enum Verify {
 pub struct StoredObject {
     store: Store,
     record: ObjectRecord,
-    data: Arc<File>,
-    outboard: Option<Arc<File>>,
+    source: Source,
+}
+
+/// Where an open object's bytes are.
+enum Source {
+    /// A large object: read piece by piece, each piece checked against the tree.
+    File {
+        data: Arc<File>,
+        outboard: Option<Arc<File>>,
+    },
+    /// A small object, read whole at open; checked against its digest once, on first use.
+    Memory {
+        bytes: Bytes,
+        whole: Arc<OnceLock<bool>>,
+    },
 }
 
 impl StoredObject {
@@ -50,11 +63,26 @@ impl StoredObject {
         data: File,
         outboard: Option<File>,
     ) -> Self {
+        let source = Source::File {
+            data: Arc::new(data),
+            outboard: outboard.map(Arc::new),
+        };
         Self {
             store,
             record,
-            data: Arc::new(data),
-            outboard: outboard.map(Arc::new),
+            source,
+        }
+    }
+
+    pub(crate) fn in_memory(store: Store, record: ObjectRecord, bytes: Bytes) -> Self {
+        let source = Source::Memory {
+            bytes,
+            whole: Arc::new(OnceLock::new()),
+        };
+        Self {
+            store,
+            record,
+            source,
         }
     }
 
@@ -80,9 +108,15 @@ impl StoredObject {
                 size,
             });
         }
+        let (data, outboard) = match &self.source {
+            Source::File { data, outboard } => (data.clone(), outboard.clone()),
+            Source::Memory { bytes, whole } => {
+                return Ok(self.read_memory(bytes, whole, range, verify));
+            }
+        };
         let cursor = Cursor {
-            data: self.data.clone(),
-            outboard: self.outboard.clone(),
+            data,
+            outboard,
             blob: self.record.blake3,
             size,
             position: range.start,
@@ -110,6 +144,37 @@ impl StoredObject {
             }
         });
         Ok(Box::pin(stream))
+    }
+
+    /// A range of a small object held in memory. Hashing at most 64 KiB is cheap enough for
+    /// an async task; a mismatch quarantines the blob like a file read's.
+    fn read_memory(
+        &self,
+        bytes: &Bytes,
+        whole: &OnceLock<bool>,
+        range: Range<u64>,
+        verify: Verify,
+    ) -> ByteStream {
+        let start = usize::try_from(range.start).expect("small objects fit memory");
+        let end = usize::try_from(range.end).expect("small objects fit memory");
+        let piece = bytes.slice(start..end);
+        let blob = self.record.blake3;
+        let intact = verify == Verify::No || *whole.get_or_init(|| Blake3Digest::of(bytes) == blob);
+        if intact {
+            return Box::pin(futures_util::stream::iter(
+                (!piece.is_empty()).then_some(Ok(piece)),
+            ));
+        }
+        let store = self.store.clone();
+        Box::pin(futures_util::stream::once(async move {
+            if let Err(quarantine_error) = store.quarantine(blob).await {
+                tracing::error!("could not quarantine {blob}: {quarantine_error:#}");
+            }
+            Err(StorageError::Corrupt {
+                blob,
+                detail: "bytes do not hash to the blob's name".into(),
+            })
+        }))
     }
 
     /// Several ranges, one stream each, in the order given.

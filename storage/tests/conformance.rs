@@ -824,3 +824,41 @@ async fn streamed_reads_of_large_objects_come_in_bounded_pieces() {
     }
     assert_eq!(total, (5 << 20) - 2);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn small_objects_read_whole_are_verified_too() {
+    let test = open().await;
+    let data = bytes(20_000, 22);
+    let stored = test.put("small", &data).await.expect("put");
+    assert_eq!(
+        read(&test.store, &key("small"), 100..200, Verify::Yes)
+            .await
+            .expect("read"),
+        &data[100..200]
+    );
+    let blob_file = test
+        .area("blobs")
+        .into_iter()
+        .find(|p| p.extension().is_none())
+        .expect("blob file");
+    let mut damaged = std::fs::read(&blob_file).expect("read blob");
+    damaged[19_000] ^= 0x10;
+    std::fs::write(&blob_file, &damaged).expect("damage");
+    let unverified = read(&test.store, &key("small"), 18_990..19_010, Verify::No)
+        .await
+        .expect("read");
+    assert_eq!(
+        unverified,
+        &damaged[18_990..19_010],
+        "without verification the damage passes"
+    );
+    match read(&test.store, &key("small"), 0..10, Verify::Yes).await {
+        Err(StorageError::Corrupt { blob, .. }) => assert_eq!(blob, stored.record.blake3),
+        other => panic!("expected corruption, got {other:?}"),
+    }
+    assert!(matches!(
+        test.store.get(&key("small")).await,
+        Err(StorageError::Corrupt { .. })
+    ));
+    assert_eq!(test.area("quarantine").len(), 2);
+}
