@@ -32,12 +32,16 @@ const PURGE_INTERVAL: Duration = Duration::from_secs(3600);
 /// The `dataserver` command.
 pub fn main() -> ExitCode {
     let flags = Flags::parse();
+    // Log lines go to stderr from a writer thread, so a request never waits on a write to a
+    // pipe or terminal. Under a flood beyond its buffer (128k lines) lines are dropped rather
+    // than blocking request handling. The guard flushes what is queued when `main` returns.
+    let (log_writer, _log_guard) = tracing_appender::non_blocking(std::io::stderr());
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
-        .with_writer(std::io::stderr)
+        .with_writer(log_writer)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let config = match Config::load(flags) {
