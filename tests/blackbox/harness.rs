@@ -315,6 +315,16 @@ impl TestDaemon {
 impl Drop for TestDaemon {
     fn drop(&mut self) {
         if let Some(mut child) = self.child.take() {
+            // SIGTERM first, so the daemon flushes its log before the check below; kill it if
+            // it has not stopped within 5 s.
+            let pid = rustix::process::Pid::from_child(&child);
+            let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
+            for _ in 0..500 {
+                if matches!(child.try_wait(), Ok(Some(_))) {
+                    break;
+                }
+                pause(10);
+            }
             let _ = child.kill();
             let _ = child.wait();
         }
