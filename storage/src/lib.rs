@@ -24,6 +24,7 @@ pub mod record;
 mod scrub;
 
 use std::fs::{File, OpenOptions};
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, SystemTime};
@@ -350,6 +351,26 @@ impl Store {
         let store = self.clone();
         let key = key.clone();
         blocking(move || store.open_now(&key)).await
+    }
+
+    /// Like [`Store::get`], and also reads `range` (at most 256 KiB) of a large object in the
+    /// same blocking hop, checked per `verify`: a later `read` of exactly that range then
+    /// needs no further hop. For callers that know which range they will want (a `Range`
+    /// header); any other read works as usual.
+    pub async fn get_prefetching(
+        &self,
+        key: &ObjectKey,
+        range: Range<u64>,
+        verify: Verify,
+    ) -> Result<StoredObject> {
+        let store = self.clone();
+        let key = key.clone();
+        blocking(move || {
+            let mut object = store.open_now(&key)?;
+            object.prefetch_now(range, verify)?;
+            Ok(object)
+        })
+        .await
     }
 
     /// Blocking: the work of [`Store::get`].

@@ -40,6 +40,8 @@ pub struct StoredObject {
     store: Store,
     record: ObjectRecord,
     source: Source,
+    /// A range already read (and checked, per its `Verify`) in the open hop.
+    prefetched: Option<(Range<u64>, Verify, Bytes)>,
 }
 
 /// Where an open object's bytes are.
@@ -71,6 +73,7 @@ impl StoredObject {
             store,
             record,
             source,
+            prefetched: None,
         }
     }
 
@@ -83,7 +86,51 @@ impl StoredObject {
             store,
             record,
             source,
+            prefetched: None,
         }
+    }
+
+    /// Blocking: reads `range` now (at most 256 KiB, on the blocking thread that opened the
+    /// object), so that `read` of exactly this range needs no further hop. Damaged bytes are
+    /// not kept: the later `read` finds them again and quarantines the blob.
+    pub(crate) fn prefetch_now(&mut self, range: Range<u64>, verify: Verify) -> Result<()> {
+        let Source::File { data, outboard } = &self.source else {
+            return Ok(());
+        };
+        let size = self.record.size;
+        if range.start >= range.end
+            || range.end > size
+            || range.end - range.start > READ_PIECE_BYTES
+        {
+            return Ok(());
+        }
+        let mut cursor = Cursor {
+            data: data.clone(),
+            outboard: outboard.clone(),
+            blob: self.record.blake3,
+            size,
+            position: range.start,
+            end: range.end,
+            verify,
+        };
+        let mut pieces = Vec::new();
+        while cursor.position < cursor.end {
+            match cursor.next_piece() {
+                Ok((piece, next)) => {
+                    pieces.push(piece);
+                    cursor = next;
+                }
+                Err(StorageError::Corrupt { .. }) => return Ok(()),
+                Err(error) => return Err(error),
+            }
+        }
+        let bytes = if pieces.len() == 1 {
+            pieces.remove(0)
+        } else {
+            Bytes::from(pieces.concat())
+        };
+        self.prefetched = Some((range, verify, bytes));
+        Ok(())
     }
 
     /// The object's record.
@@ -107,6 +154,12 @@ impl StoredObject {
                 end: range.end,
                 size,
             });
+        }
+        if let Some((prefetched, checked, bytes)) = &self.prefetched
+            && *prefetched == range
+            && (*checked == Verify::Yes || verify == Verify::No)
+        {
+            return Ok(Box::pin(futures_util::stream::iter([Ok(bytes.clone())])));
         }
         let (data, outboard) = match &self.source {
             Source::File { data, outboard } => (data.clone(), outboard.clone()),

@@ -862,3 +862,76 @@ async fn small_objects_read_whole_are_verified_too() {
     ));
     assert_eq!(test.area("quarantine").len(), 2);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prefetched_ranges_are_served_and_still_checked() {
+    let test = open().await;
+    let data = bytes(10 * GROUP + 5, 23);
+    let stored = test.put("large", &data).await.expect("put");
+    let collect = |stream: storage::ByteStream| async move {
+        let pieces: Vec<Bytes> = stream.try_collect().await?;
+        Ok::<_, StorageError>(pieces.concat())
+    };
+    let object = test
+        .store
+        .get_prefetching(&key("large"), 1000..70_000, Verify::Yes)
+        .await
+        .expect("get");
+    assert_eq!(
+        collect(object.read(1000..70_000, Verify::Yes).expect("read"))
+            .await
+            .expect("bytes"),
+        &data[1000..70_000]
+    );
+    assert_eq!(
+        collect(object.read(1000..70_000, Verify::No).expect("read"))
+            .await
+            .expect("bytes"),
+        &data[1000..70_000]
+    );
+    assert_eq!(
+        collect(object.read(5..10, Verify::Yes).expect("read"))
+            .await
+            .expect("bytes"),
+        &data[5..10]
+    );
+    // A hint outside the object or too long is ignored.
+    for hint in [0..(10 * GROUP as u64 + 6), 0..(300 * 1024)] {
+        let object = test
+            .store
+            .get_prefetching(&key("large"), hint, Verify::Yes)
+            .await
+            .expect("get");
+        assert_eq!(
+            collect(object.read(0..10, Verify::Yes).expect("read"))
+                .await
+                .expect("bytes"),
+            &data[..10]
+        );
+    }
+    // Damage inside the prefetched range: the open succeeds, the read fails and quarantines.
+    let blob_file = test
+        .area("blobs")
+        .into_iter()
+        .find(|p| p.extension().is_none())
+        .expect("blob file");
+    let mut damaged = std::fs::read(&blob_file).expect("read blob");
+    damaged[40_000] ^= 0x01;
+    std::fs::write(&blob_file, &damaged).expect("damage");
+    let object = test
+        .store
+        .get_prefetching(&key("large"), 1000..70_000, Verify::Yes)
+        .await
+        .expect("get");
+    match collect(object.read(1000..70_000, Verify::Yes).expect("read")).await {
+        Err(StorageError::Corrupt { blob, .. }) => assert_eq!(blob, stored.record.blake3),
+        other => panic!(
+            "expected corruption, got {:?}",
+            other.map(|bytes| bytes.len())
+        ),
+    }
+    assert!(matches!(
+        test.store.get(&key("large")).await,
+        Err(StorageError::Corrupt { .. })
+    ));
+}

@@ -173,3 +173,37 @@ fn tls_serves_verified_https_and_refuses_plain_http() {
     let plain = daemon.raw(b"GET /secure HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
     assert!(!plain.starts_with("HTTP/1.1 200"), "{plain}");
 }
+
+#[test]
+fn a_damaged_byte_inside_a_requested_range_is_never_served() {
+    let mut daemon = start();
+    daemon.expected_errors = vec!["response aborted", "quarantined", "no longer match"];
+    let data = bytes(200_000, 4);
+    assert_eq!(daemon.put("/ranged-damage", &data).status, 201);
+    let hex = b3(&data);
+    let blob = daemon
+        .data_dir()
+        .join("blobs")
+        .join(&hex[..2])
+        .join(&hex[2..4])
+        .join(&hex);
+    let mut stored = std::fs::read(&blob).expect("blob");
+    stored[120_000] ^= 0x01;
+    std::fs::write(&blob, stored).expect("damage the blob");
+    let response = daemon.raw(b"GET /ranged-damage HTTP/1.1\r\nHost: x\r\nRange: bytes=119990-120009\r\nConnection: close\r\n\r\n");
+    let body_start = response
+        .find("\r\n\r\n")
+        .map_or(response.len(), |head| head + 4);
+    assert!(response.starts_with("HTTP/1.1 206"), "{response}");
+    assert!(
+        response.len() - body_start < 20,
+        "the damaged range was not sent"
+    );
+    assert_eq!(
+        daemon
+            .curl("/ranged-damage", &["-H", "Range: bytes=0-9"])
+            .status,
+        500,
+        "quarantined"
+    );
+}

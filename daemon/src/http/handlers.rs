@@ -276,7 +276,17 @@ async fn get(
     method: &Method,
     headers: &HeaderMap,
 ) -> Result<Response<Body>> {
-    let object = app.store.get(key).await?;
+    // A single explicit range (the common pipeline read) is read in the same blocking hop
+    // as the open.
+    let range_header = header_text(headers, header::RANGE.as_str());
+    let object = match range::explicit_single(range_header).filter(|_| method != Method::HEAD) {
+        Some(likely) => {
+            app.store
+                .get_prefetching(key, likely, app.config.verify_reads)
+                .await?
+        }
+        None => app.store.get(key).await?,
+    };
     let record = object.record().clone();
     let mut response = Response::builder()
         .header(header::ACCEPT_RANGES, "bytes")

@@ -112,6 +112,21 @@ pub fn decide(header: Option<&str>, size: u64) -> RangeDecision {
     RangeDecision::Partial(coalesce(ranges))
 }
 
+/// The range of a header asking for exactly one explicit span `bytes=first-last` (end
+/// exclusive), which is the range `decide` answers whenever the span lies inside the object:
+/// lets the caller read it ahead, before the object's size is known.
+pub fn explicit_single(header: Option<&str>) -> Option<Range<u64>> {
+    match parse(header?)?.as_slice() {
+        [
+            Spec::From {
+                first,
+                last: Some(last),
+            },
+        ] => Some(*first..last.checked_add(1)?),
+        _ => None,
+    }
+}
+
 /// Sorts and merges ranges that overlap or lie closer than a part header.
 fn coalesce(mut ranges: Vec<Range<u64>>) -> Vec<Range<u64>> {
     ranges.sort_by_key(|range| range.start);
@@ -202,6 +217,16 @@ mod tests {
         check("bytes=0-,0-", 1000, RangeDecision::Full);
         // Overlapping but small: merged.
         check("bytes=0-100,50-150", 10_000, partial(&[(0, 151)]));
+    }
+
+    #[test]
+    fn explicit_single_ranges() {
+        assert_eq!(explicit_single(Some("bytes=10-19")), Some(10..20));
+        assert_eq!(explicit_single(Some("bytes=10-")), None);
+        assert_eq!(explicit_single(Some("bytes=-10")), None);
+        assert_eq!(explicit_single(Some("bytes=0-1,5-6")), None);
+        assert_eq!(explicit_single(Some("bytes=9-1")), None);
+        assert_eq!(explicit_single(None), None);
     }
 
     proptest! {
