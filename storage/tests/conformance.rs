@@ -99,7 +99,21 @@ fn files_in(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     found
 }
 
+/// Flips bits `mask` of byte `offset` of a stored file, as disk rot would.
+fn damage(path: &std::path::Path, offset: usize, mask: u8) {
+    let mut stored = std::fs::read(path).expect("read stored file");
+    stored[offset] ^= mask;
+    std::fs::write(path, stored).expect("damage stored file");
+}
+
 impl TestStore {
+    /// Where the blob holding `content` is stored (`blobs/ab/cd/<blake3>`).
+    fn blob_path(&self, content: &[u8]) -> std::path::PathBuf {
+        let hex = Blake3Digest::of(content).to_hex();
+        let blobs = self.dir.path().join("data").join("blobs");
+        blobs.join(&hex[..2]).join(&hex[2..4]).join(hex)
+    }
+
     fn area(&self, name: &str) -> Vec<std::path::PathBuf> {
         files_in(&self.dir.path().join("data").join(name))
     }
@@ -656,15 +670,8 @@ async fn corruption_is_found_by_verified_reads_and_quarantined() {
     let len = 20 * GROUP;
     let data = bytes(len, 12);
     let stored = test.put("c", &data).await.expect("put");
-    let blob_file = test
-        .area("blobs")
-        .into_iter()
-        .find(|p| p.extension().is_none())
-        .expect("blob file");
-    let mut damaged = std::fs::read(&blob_file).expect("read blob");
     let flipped = 13 * GROUP + 5;
-    damaged[flipped] ^= 0x01;
-    std::fs::write(&blob_file, &damaged).expect("flip a byte");
+    damage(&test.blob_path(&data), flipped, 0x01);
 
     let object = test.store.get(&key("c")).await.expect("get");
     let elsewhere: Vec<Bytes> = object
@@ -713,19 +720,8 @@ async fn scrub_finds_corruption_and_rebuilds_trees() {
     test.put("corrupt", &corrupt).await.expect("put");
     test.put("tree", &tree).await.expect("put");
     test.put("fine", &bytes(100, 15)).await.expect("put");
-    let blobs = test.dir.path().join("data").join("blobs");
-    let path_of = |digest: Blake3Digest| {
-        let hex = digest.to_hex();
-        blobs.join(&hex[..2]).join(&hex[2..4]).join(hex)
-    };
-    let corrupt_path = path_of(Blake3Digest::of(&corrupt));
-    let mut damaged = std::fs::read(&corrupt_path).expect("read");
-    damaged[5 * GROUP] ^= 0x80;
-    std::fs::write(&corrupt_path, damaged).expect("write");
-    let tree_path = path_of(Blake3Digest::of(&tree)).with_extension("obao");
-    let mut damaged = std::fs::read(&tree_path).expect("read");
-    damaged[10] ^= 0x80;
-    std::fs::write(&tree_path, damaged).expect("write");
+    damage(&test.blob_path(&corrupt), 5 * GROUP, 0x80);
+    damage(&test.blob_path(&tree).with_extension("obao"), 10, 0x80);
 
     let deep = test.store.fsck(true).await.expect("fsck");
     assert_eq!(deep.corrupt.len(), 2, "{deep:?}");
@@ -780,8 +776,7 @@ async fn fsck_reports_and_sweep_repairs() {
     test.put("kept", &kept).await.expect("put");
     test.put("lost", &lost).await.expect("put");
     let blobs = test.dir.path().join("data").join("blobs");
-    let hex = Blake3Digest::of(&lost).to_hex();
-    std::fs::remove_file(blobs.join(&hex[..2]).join(&hex[2..4]).join(&hex)).expect("lose a blob");
+    std::fs::remove_file(test.blob_path(&lost)).expect("lose a blob");
     // An orphan, as a crash between placing a blob and recording it leaves one.
     let orphan = bytes(10, 19);
     let orphan_hex = Blake3Digest::of(&orphan).to_hex();
@@ -836,14 +831,9 @@ async fn small_objects_read_whole_are_verified_too() {
             .expect("read"),
         &data[100..200]
     );
-    let blob_file = test
-        .area("blobs")
-        .into_iter()
-        .find(|p| p.extension().is_none())
-        .expect("blob file");
-    let mut damaged = std::fs::read(&blob_file).expect("read blob");
+    damage(&test.blob_path(&data), 19_000, 0x10);
+    let mut damaged = data.clone();
     damaged[19_000] ^= 0x10;
-    std::fs::write(&blob_file, &damaged).expect("damage");
     let unverified = read(&test.store, &key("small"), 18_990..19_010, Verify::No)
         .await
         .expect("read");
@@ -910,14 +900,7 @@ async fn prefetched_ranges_are_served_and_still_checked() {
         );
     }
     // Damage inside the prefetched range: the open succeeds, the read fails and quarantines.
-    let blob_file = test
-        .area("blobs")
-        .into_iter()
-        .find(|p| p.extension().is_none())
-        .expect("blob file");
-    let mut damaged = std::fs::read(&blob_file).expect("read blob");
-    damaged[40_000] ^= 0x01;
-    std::fs::write(&blob_file, &damaged).expect("damage");
+    damage(&test.blob_path(&data), 40_000, 0x01);
     let object = test
         .store
         .get_prefetching(&key("large"), 1000..70_000, Verify::Yes)

@@ -295,6 +295,21 @@ impl TestDaemon {
         stream
     }
 
+    /// Flips bits `mask` of byte `offset` of the stored blob holding `content`, as disk rot
+    /// would.
+    pub fn damage_blob(&self, content: &[u8], offset: usize, mask: u8) {
+        let hex = b3(content);
+        let blob = self
+            .data_dir()
+            .join("blobs")
+            .join(&hex[..2])
+            .join(&hex[2..4])
+            .join(&hex);
+        let mut stored = std::fs::read(&blob).expect("read blob");
+        stored[offset] ^= mask;
+        std::fs::write(&blob, stored).expect("damage the blob");
+    }
+
     /// Files in a directory of the data directory.
     pub fn files_in(&self, area: &str) -> Vec<PathBuf> {
         let mut found = Vec::new();

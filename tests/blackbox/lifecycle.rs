@@ -74,16 +74,8 @@ fn damaged_bytes_are_never_served_when_reads_are_verified() {
     daemon.expected_errors = vec!["response aborted", "quarantined", "no longer match"];
     let data = bytes(100_000, 3);
     assert_eq!(daemon.put("/damaged", &data).status, 201);
+    daemon.damage_blob(&data, 70_000, 0xff);
     let hex = b3(&data);
-    let blob = daemon
-        .data_dir()
-        .join("blobs")
-        .join(&hex[..2])
-        .join(&hex[2..4])
-        .join(&hex);
-    let mut stored = std::fs::read(&blob).expect("blob");
-    stored[70_000] ^= 0xff;
-    std::fs::write(&blob, stored).expect("damage the blob");
 
     let clean = daemon.curl("/damaged", &["-H", "Range: bytes=0-9"]);
     assert_eq!((clean.status, clean.body.as_slice()), (206, &data[..10]));
@@ -180,16 +172,7 @@ fn a_damaged_byte_inside_a_requested_range_is_never_served() {
     daemon.expected_errors = vec!["response aborted", "quarantined", "no longer match"];
     let data = bytes(200_000, 4);
     assert_eq!(daemon.put("/ranged-damage", &data).status, 201);
-    let hex = b3(&data);
-    let blob = daemon
-        .data_dir()
-        .join("blobs")
-        .join(&hex[..2])
-        .join(&hex[2..4])
-        .join(&hex);
-    let mut stored = std::fs::read(&blob).expect("blob");
-    stored[120_000] ^= 0x01;
-    std::fs::write(&blob, stored).expect("damage the blob");
+    daemon.damage_blob(&data, 120_000, 0x01);
     let response = daemon.raw(b"GET /ranged-damage HTTP/1.1\r\nHost: x\r\nRange: bytes=119990-120009\r\nConnection: close\r\n\r\n");
     let body_start = response
         .find("\r\n\r\n")
