@@ -191,18 +191,7 @@ impl Catalog {
 
     /// Blocking: the live record of `key` and the state of its blob, from one snapshot.
     pub fn lookup_now(&self, key: &ObjectKey) -> Result<Option<(ObjectRecord, BlobState)>> {
-        self.read_now("read an object", |txn| {
-            let Some(value) = object_value(txn, key)? else {
-                return Ok(None);
-            };
-            if value.deleted.is_some() {
-                return Ok(None);
-            }
-            let blob = blob_record(txn, &value.blake3)?;
-            let state = blob.map_or(BlobState::Live, |blob| blob.state);
-            let md5 = blob.and_then(|blob| blob.md5);
-            Ok(Some((value.to_record(key.clone(), md5), state)))
-        })
+        self.read_now("read an object", |txn| live_object(txn, key))
     }
 
     /// Blocking: the content a key is bound to, live or deleted.
@@ -304,17 +293,8 @@ impl Catalog {
     /// The live record of `key`.
     pub async fn get(&self, key: &ObjectKey) -> Result<Option<ObjectRecord>> {
         let key = key.clone();
-        self.read("read an object", move |txn| {
-            let Some(value) = object_value(txn, &key)? else {
-                return Ok(None);
-            };
-            if value.deleted.is_some() {
-                return Ok(None);
-            }
-            let md5 = blob_record(txn, &value.blake3)?.and_then(|blob| blob.md5);
-            Ok(Some(value.to_record(key, md5)))
-        })
-        .await
+        let found = self.read("read an object", move |txn| live_object(txn, &key));
+        Ok(found.await?.map(|(record, _)| record))
     }
 
     /// The key an object ID names (also when deleted).
@@ -520,6 +500,23 @@ fn write_loop(db: &redb::Database, queue: &mpsc::Receiver<Job>) {
             }
         }
     }
+}
+
+/// The live record of `key` (MD5 joined from its blob) and the state of its blob.
+fn live_object(
+    txn: &redb::ReadTransaction,
+    key: &ObjectKey,
+) -> Result<Option<(ObjectRecord, BlobState)>, redb::Error> {
+    let Some(value) = object_value(txn, key)? else {
+        return Ok(None);
+    };
+    if value.deleted.is_some() {
+        return Ok(None);
+    }
+    let blob = blob_record(txn, &value.blake3)?;
+    let state = blob.map_or(BlobState::Live, |blob| blob.state);
+    let md5 = blob.and_then(|blob| blob.md5);
+    Ok(Some((value.to_record(key.clone(), md5), state)))
 }
 
 fn object_value(
