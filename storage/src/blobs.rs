@@ -5,19 +5,31 @@
 //! blobs of one 16 KiB group), `staging/` (bodies being received), `trash/` (unreferenced blobs
 //! within their retention period) and `quarantine/` (blobs that failed verification). Two
 //! levels of 256 directories keep a directory below ~1000 entries up to 65 million blobs.
-//! All functions here block; callers run them on the blocking pool. Nothing here knows keys or
-//! the catalogue: ordering against the catalogue is the store's business.
+//! All functions here block (except [`BlobDir::open_remembered`]); callers run them on the
+//! blocking pool. Nothing here knows keys or the catalogue: ordering against the catalogue is
+//! the store's business.
+//!
+//! Served blobs opened recently stay open ([`Recent`]): a hot blob is read without an `open`
+//! and a `close` per request. Every move or removal forgets them all, after it happened.
 
 use std::fs::{self, File};
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::checksum::Blake3Digest;
 use crate::error::{Result, io_error};
+use crate::recent::Recent;
 
 const OUTBOARD_SUFFIX: &str = ".obao";
+
+/// Served blobs kept open: two file descriptors each, well below the daemon's limit.
+const OPEN_BLOBS: usize = 256;
+
+/// A served blob's bytes and, when it has one, its hash tree, open for reading.
+pub(crate) type OpenBlob = (Arc<File>, Option<Arc<File>>);
 
 /// The areas a blob can be in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -35,6 +47,7 @@ pub(crate) enum Area {
 pub(crate) struct BlobDir {
     root: PathBuf,
     staging_counter: AtomicU64,
+    open_blobs: Recent<Blake3Digest, OpenBlob>,
 }
 
 /// A body being received: the paths of its data and outboard files in `staging/`.
@@ -57,6 +70,7 @@ impl BlobDir {
         Ok(Self {
             root: root.to_owned(),
             staging_counter: AtomicU64::new(0),
+            open_blobs: Recent::new(OPEN_BLOBS),
         })
     }
 
@@ -173,6 +187,12 @@ impl BlobDir {
     /// Moves a blob (and its outboard) between areas; a blob already gone from `from` is fine.
     /// Both directories are fsynced.
     pub fn move_blob(&self, blob: &Blake3Digest, from: Area, to: Area) -> Result<()> {
+        let moved = self.move_blob_files(blob, from, to);
+        self.open_blobs.invalidate();
+        moved
+    }
+
+    fn move_blob_files(&self, blob: &Blake3Digest, from: Area, to: Area) -> Result<()> {
         let target = self.data_path(to, blob);
         let target_dir = target
             .parent()
@@ -199,8 +219,10 @@ impl BlobDir {
 
     /// Deletes a blob and its outboard from `area`.
     pub fn remove(&self, blob: &Blake3Digest, area: Area) -> Result<()> {
-        remove_if_present(&self.outboard_path(area, blob))?;
-        remove_if_present(&self.data_path(area, blob))
+        let removed = remove_if_present(&self.outboard_path(area, blob))
+            .and_then(|()| remove_if_present(&self.data_path(area, blob)));
+        self.open_blobs.invalidate();
+        removed
     }
 
     /// Whether the blob's bytes are in `area`.
@@ -208,25 +230,36 @@ impl BlobDir {
         self.data_path(area, blob).is_file()
     }
 
-    /// Opens a blob and its outboard (when it has one) for reading.
-    pub fn open(
-        &self,
-        blob: &Blake3Digest,
-        has_outboard: bool,
-    ) -> io::Result<(File, Option<File>)> {
-        let data = File::open(self.data_path(Area::Blobs, blob))?;
+    /// Opens a served blob and its outboard (when it has one) for reading.
+    pub fn open(&self, blob: &Blake3Digest, has_outboard: bool) -> io::Result<OpenBlob> {
+        if let Some(open) = self.open_blobs.get(blob) {
+            return Ok(open);
+        }
+        let generation = self.open_blobs.generation();
+        let data = Arc::new(File::open(self.data_path(Area::Blobs, blob))?);
         let outboard = if has_outboard {
-            Some(File::open(self.outboard_path(Area::Blobs, blob))?)
+            Some(Arc::new(File::open(self.outboard_path(Area::Blobs, blob))?))
         } else {
             None
         };
-        Ok((data, outboard))
+        let open = (data, outboard);
+        self.open_blobs.remember(generation, *blob, open.clone());
+        Ok(open)
+    }
+
+    /// Without blocking: a served blob, when it is still open from a recent read.
+    pub fn open_remembered(&self, blob: &Blake3Digest) -> Option<OpenBlob> {
+        self.open_blobs.get(blob)
     }
 
     /// Replaces a blob's outboard with a fully written, fsynced staging outboard.
     pub fn install_outboard(&self, staging: &StagingPaths, blob: &Blake3Digest) -> Result<()> {
         let outboard = self.outboard_path(Area::Blobs, blob);
-        fs::rename(&staging.outboard, &outboard).map_err(io_error("rename", &staging.outboard))?;
+        let renamed =
+            fs::rename(&staging.outboard, &outboard).map_err(io_error("rename", &staging.outboard));
+        // The old tree may be open: forget it whether or not the rename went through.
+        self.open_blobs.invalidate();
+        renamed?;
         sync_dir(outboard.parent().expect("blob paths have a parent"))
     }
 

@@ -6,7 +6,8 @@
 //! that chose it). Every mutation goes through one writer thread that applies whatever
 //! mutations are queued in one transaction and commits it durably before any of them is
 //! acknowledged (group commit): concurrent writers share one fsync. Reads run on the blocking
-//! pool against a snapshot.
+//! pool against a snapshot; the live records of recently read keys are also remembered
+//! ([`Recent`]), so a hot key is looked up without the engine, and without blocking.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -20,6 +21,7 @@ use tokio::sync::oneshot;
 use crate::checksum::{Blake3Digest, Md5Digest};
 use crate::error::{CatalogFailure, Result, StorageError};
 use crate::key::ObjectKey;
+use crate::recent::Recent;
 use crate::record::{
     BlobRecord, BlobState, Change, ChangeKind, ObjectId, ObjectRecord, ObjectState, ObjectValue,
     micros,
@@ -41,6 +43,9 @@ const LIVE_BYTES: &str = "live_bytes";
 
 /// Most mutations applied in one transaction: bounds the latency of the first in the batch.
 const MAX_BATCH: usize = 512;
+
+/// Live records remembered: a few megabytes, enough for the working set of a busy node.
+const RECENT_RECORDS: usize = 16 * 1024;
 
 /// Where a new object comes from.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -89,11 +94,27 @@ pub struct CatalogStats {
     pub last_change: u64,
 }
 
+/// Whether a write changed records that were live before it.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum LiveRecords {
+    /// It only added objects, or bound deleted keys again.
+    Unchanged,
+    /// It deleted a live key, or changed a live key's record or its blob's state or MD5.
+    Changed,
+}
+
 type Job = Box<dyn FnOnce(&WriteTransaction) -> Result<Reply, redb::Error> + Send>;
 type Reply = Box<dyn FnOnce(Result<(), CatalogFailure>) + Send>;
 
+/// A live record and the state of its blob, as one snapshot showed them.
+type LiveObject = (ObjectRecord, BlobState);
+
 pub(crate) struct Catalog {
     db: Arc<redb::Database>,
+    /// Live records recently read. Forgotten by every mutation that can change a live record
+    /// (delete, quarantine, MD5s), on the writer thread right after its commit, so nothing
+    /// stale survives an acknowledged change even when the caller has gone away.
+    recent: Arc<Recent<ObjectKey, LiveObject>>,
     jobs: Option<mpsc::Sender<Job>>,
     writer: Option<thread::JoinHandle<()>>,
     site: u16,
@@ -137,6 +158,7 @@ impl Catalog {
             .map_err(crate::error::io_error("start the catalogue writer", path))?;
         Ok(Self {
             db,
+            recent: Arc::new(Recent::new(RECENT_RECORDS)),
             jobs: Some(jobs),
             writer: Some(writer),
             site,
@@ -149,10 +171,35 @@ impl Catalog {
         op: &'static str,
         work: impl FnOnce(&WriteTransaction) -> Result<R, redb::Error> + Send + 'static,
     ) -> Result<R> {
+        self.write_with(op, move |txn| Ok((work(txn)?, LiveRecords::Unchanged)))
+            .await
+    }
+
+    /// Like [`Catalog::write`], for work that can change live records: the remembered records
+    /// are forgotten once the transaction has committed, before anyone hears of it.
+    async fn write_changing<R: Send + 'static>(
+        &self,
+        op: &'static str,
+        work: impl FnOnce(&WriteTransaction) -> Result<R, redb::Error> + Send + 'static,
+    ) -> Result<R> {
+        self.write_with(op, move |txn| Ok((work(txn)?, LiveRecords::Changed)))
+            .await
+    }
+
+    /// Runs `work`, which also says whether it changed live records.
+    async fn write_with<R: Send + 'static>(
+        &self,
+        op: &'static str,
+        work: impl FnOnce(&WriteTransaction) -> Result<(R, LiveRecords), redb::Error> + Send + 'static,
+    ) -> Result<R> {
         let (reply, answer) = oneshot::channel();
+        let recent = self.recent.clone();
         let job: Job = Box::new(move |txn| {
-            let value = work(txn)?;
+            let (value, live_records) = work(txn)?;
             Ok(Box::new(move |committed: Result<(), CatalogFailure>| {
+                if live_records == LiveRecords::Changed {
+                    recent.invalidate();
+                }
                 let _ = reply.send(committed.map(|()| value));
             }) as Reply)
         });
@@ -190,8 +237,21 @@ impl Catalog {
     }
 
     /// Blocking: the live record of `key` and the state of its blob, from one snapshot.
-    pub fn lookup_now(&self, key: &ObjectKey) -> Result<Option<(ObjectRecord, BlobState)>> {
-        self.read_now("read an object", |txn| live_object(txn, key))
+    pub fn lookup_now(&self, key: &ObjectKey) -> Result<Option<LiveObject>> {
+        if let Some(found) = self.recent.get(key) {
+            return Ok(Some(found));
+        }
+        let generation = self.recent.generation();
+        let found = self.read_now("read an object", |txn| live_object(txn, key))?;
+        if let Some(found) = &found {
+            self.recent.remember(generation, key.clone(), found.clone());
+        }
+        Ok(found)
+    }
+
+    /// Without blocking: the live record of `key` and its blob's state, when recently read.
+    pub fn lookup_remembered(&self, key: &ObjectKey) -> Option<LiveObject> {
+        self.recent.get(key)
     }
 
     /// Blocking: the content a key is bound to, live or deleted.
@@ -218,19 +278,19 @@ impl Catalog {
     /// Binds `object.key` to its content, write-once.
     pub async fn insert(&self, object: NewObject) -> Result<InsertOutcome> {
         let site = self.site;
-        self.write("record an object", move |txn| insert(txn, object, site))
+        self.write_with("record an object", move |txn| insert(txn, object, site))
             .await?
     }
 
     /// Tombstones a live key. Answers its record and whether its blob lost its last reference.
     pub async fn delete(&self, key: ObjectKey, now: SystemTime) -> Result<(ObjectRecord, bool)> {
-        self.write("delete an object", move |txn| delete(txn, key, now))
+        self.write_changing("delete an object", move |txn| delete(txn, key, now))
             .await?
     }
 
     /// Records MD5s of blobs computed after ingest, in one transaction.
     pub async fn set_md5s(&self, computed: Vec<(Blake3Digest, Md5Digest)>) -> Result<()> {
-        self.write("record MD5s", move |txn| {
+        self.write_changing("record MD5s", move |txn| {
             for (blob, md5) in computed {
                 txn.open_table(MD5_PENDING)?.remove(&blob.0[..])?;
                 update_blob(txn, &blob, |record| {
@@ -252,7 +312,7 @@ impl Catalog {
 
     /// Marks a live blob quarantined; answers whether it was live.
     pub async fn quarantine(&self, blob: Blake3Digest, now: SystemTime) -> Result<bool> {
-        self.write("quarantine a blob", move |txn| {
+        self.write_changing("quarantine a blob", move |txn| {
             let mut was_live = false;
             update_blob(txn, &blob, |record| {
                 if record.state == BlobState::Live {
@@ -598,12 +658,15 @@ fn append_change(
 
 /// Adds a reference to a blob whose verified bytes the caller has just put in place, and
 /// answers its MD5 as far as known.
+/// Adds a reference to the object's blob; answers its MD5, and whether the blob's record
+/// changed for keys already live (a quarantined blob revived, an MD5 learnt).
 fn reference_blob(
     txn: &WriteTransaction,
     object: &NewObject,
-) -> Result<Option<Md5Digest>, redb::Error> {
+) -> Result<(Option<Md5Digest>, LiveRecords), redb::Error> {
     let mut blobs = txn.open_table(BLOBS)?;
     let existing = blobs.get(&object.blake3.0[..])?.map(|v| v.value().to_vec());
+    let mut live_records = LiveRecords::Unchanged;
     let record = match existing {
         None => BlobRecord {
             size: object.size,
@@ -618,6 +681,11 @@ fn reference_blob(
                 txn.open_table(TRASH)?
                     .remove(&trash_key(since, &object.blake3)[..])?;
             }
+            if matches!(record.state, BlobState::Quarantined { .. })
+                || (record.md5.is_none() && object.md5.is_some())
+            {
+                live_records = LiveRecords::Changed;
+            }
             record.references += 1;
             record.state = BlobState::Live;
             record.md5 = record.md5.or(object.md5);
@@ -630,14 +698,14 @@ fn reference_blob(
         None => pending.insert(&object.blake3.0[..], ())?,
         Some(_) => pending.remove(&object.blake3.0[..])?,
     };
-    Ok(record.md5)
+    Ok((record.md5, live_records))
 }
 
 fn insert(
     txn: &WriteTransaction,
     object: NewObject,
     site: u16,
-) -> Result<Result<InsertOutcome>, redb::Error> {
+) -> Result<(Result<InsertOutcome>, LiveRecords), redb::Error> {
     let mut objects = txn.open_table(OBJECTS)?;
     let existing = objects
         .get(object.key.as_str())?
@@ -648,35 +716,38 @@ fn insert(
     if let Some(value) = &existing
         && value.blake3 != object.blake3
     {
-        return Ok(Err(StorageError::Conflict {
+        let conflict = StorageError::Conflict {
             key: object.key,
             existing: value.blake3,
-        }));
+        };
+        return Ok((Err(conflict), LiveRecords::Unchanged));
     }
     match existing {
         Some(value) if value.deleted.is_none() => {
             // Identical content: nothing changes, except that a quarantined blob the caller
             // has just replaced with verified bytes is live again.
             let mut md5 = None;
+            let mut live_records = LiveRecords::Unchanged;
             update_blob(txn, &object.blake3, |record| {
                 if matches!(record.state, BlobState::Quarantined { .. }) {
                     record.state = BlobState::Live;
                     record.last_verified = Some(object.now);
+                    live_records = LiveRecords::Changed;
                 }
                 md5 = record.md5;
             })?;
-            Ok(Ok(InsertOutcome::Unchanged(
-                value.to_record(object.key, md5),
-            )))
+            let unchanged = InsertOutcome::Unchanged(value.to_record(object.key, md5));
+            Ok((Ok(unchanged), live_records))
         }
         Some(mut value) => {
             // A deleted key stored again with its own content is restored, same identity.
             value.deleted = None;
             objects.insert(object.key.as_str(), &value.encode()[..])?;
             drop(objects);
-            let md5 = reference_blob(txn, &object)?;
+            let (md5, live_records) = reference_blob(txn, &object)?;
             append_change(txn, ChangeKind::Put, &object.key, &value, object.now)?;
-            Ok(Ok(InsertOutcome::Created(value.to_record(object.key, md5))))
+            let created = InsertOutcome::Created(value.to_record(object.key, md5));
+            Ok((Ok(created), live_records))
         }
         None => {
             let mut ids = txn.open_table(OBJECT_IDS)?;
@@ -684,7 +755,8 @@ fn insert(
                 Origin::Local => {
                     let sequence = add_to_meta(txn, NEXT_SEQUENCE, 1)?;
                     let Some(id) = ObjectId::new(site, sequence) else {
-                        return Ok(Err(StorageError::ObjectIdsExhausted));
+                        let exhausted = StorageError::ObjectIdsExhausted;
+                        return Ok((Err(exhausted), LiveRecords::Unchanged));
                     };
                     (id, object.now, ObjectState::Primary)
                 }
@@ -696,10 +768,11 @@ fn insert(
                     if let Some(other) = ids.get(object_id.0)? {
                         let key =
                             ObjectKey::parse(other.value()).map_err(|_| damaged("object id"))?;
-                        return Ok(Err(StorageError::ObjectIdTaken {
+                        let taken = StorageError::ObjectIdTaken {
                             object_id: object_id.0,
                             key,
-                        }));
+                        };
+                        return Ok((Err(taken), LiveRecords::Unchanged));
                     }
                     (object_id, created, state)
                 }
@@ -717,9 +790,10 @@ fn insert(
             objects.insert(object.key.as_str(), &value.encode()[..])?;
             ids.insert(object_id.0, object.key.as_str())?;
             drop((objects, ids));
-            let md5 = reference_blob(txn, &object)?;
+            let (md5, live_records) = reference_blob(txn, &object)?;
             append_change(txn, ChangeKind::Put, &object.key, &value, object.now)?;
-            Ok(Ok(InsertOutcome::Created(value.to_record(object.key, md5))))
+            let created = InsertOutcome::Created(value.to_record(object.key, md5));
+            Ok((Ok(created), live_records))
         }
     }
 }

@@ -20,6 +20,7 @@ mod ingest;
 pub mod key;
 pub mod outboard;
 mod read;
+mod recent;
 pub mod record;
 mod scrub;
 
@@ -34,7 +35,7 @@ use futures_core::Stream;
 use futures_util::StreamExt;
 use tokio::sync::Notify;
 
-use crate::blobs::{Area, BlobDir};
+use crate::blobs::{Area, BlobDir, OpenBlob};
 use crate::catalog::{Catalog, InsertOutcome, NewObject};
 use crate::ingest::Ingest;
 
@@ -42,6 +43,7 @@ pub use crate::catalog::{CatalogStats, Origin};
 pub use crate::checksum::{Blake3Digest, Md5Digest};
 pub use crate::error::{CatalogFailure, DigestKind, Result, StorageError};
 pub use crate::key::{KeyError, ObjectKey};
+use crate::read::Wait;
 pub use crate::read::{ByteStream, StoredObject, Verify};
 pub use crate::record::{
     BlobRecord, BlobState, Change, ChangeKind, ObjectId, ObjectRecord, ObjectState,
@@ -256,22 +258,38 @@ impl Store {
             staging: staging.clone(),
         };
         let md5_inline = options.md5 == Md5Mode::Inline || options.expected.md5.is_some();
-        let mut ingest = Ingest::new(&staging, md5_inline);
-        let mut body = std::pin::pin!(body);
-        while let Some(chunk) = body.next().await {
-            let chunk = chunk.map_err(|error| StorageError::Body(std::io::Error::other(error)))?;
-            if let Some(expected) = options.expected.size
-                && ingest.size() + chunk.len() as u64 > expected
-            {
-                return Err(StorageError::SizeMismatch {
-                    expected,
-                    actual: ingest.size() + chunk.len() as u64,
-                });
+        let ingested = async {
+            let mut ingest = Ingest::new(&staging, md5_inline);
+            let mut body = std::pin::pin!(body);
+            while let Some(chunk) = body.next().await {
+                let chunk =
+                    chunk.map_err(|error| StorageError::Body(std::io::Error::other(error)))?;
+                if let Some(expected) = options.expected.size
+                    && ingest.size() + chunk.len() as u64 > expected
+                {
+                    return Err(StorageError::SizeMismatch {
+                        expected,
+                        actual: ingest.size() + chunk.len() as u64,
+                    });
+                }
+                ingest.feed(chunk).await?;
             }
-            ingest.feed(chunk).await?;
+            let ingested = ingest.finish().await?;
+            check_expected(&options.expected, &ingested)?;
+            Ok(ingested)
         }
-        let ingested = ingest.finish().await?;
-        check_expected(&options.expected, &ingested)?;
+        .await;
+        let ingested = match ingested {
+            Ok(ingested) => ingested,
+            Err(error) => {
+                // Gone before the caller hears of the refusal: a refused body leaves nothing.
+                let store = self.clone();
+                let staging = staging.clone();
+                blocking(move || store.inner.blobs.discard(&staging)).await?;
+                guard.store = None;
+                return Err(error);
+            }
+        };
 
         let blob = ingested.blake3;
         let _blob_lock = self.blob_lock(&blob).lock().await;
@@ -283,6 +301,7 @@ impl Store {
             if let Some(existing) = store.inner.catalog.binding_now(&bound_key)?
                 && existing != blob
             {
+                store.inner.blobs.discard(&staging)?;
                 return Ok(Err(existing));
             }
             let trash_copy = store.inner.blobs.contains(&blob, Area::Trash);
@@ -290,11 +309,12 @@ impl Store {
             Ok(Ok((placed, trash_copy)))
         })
         .await?;
+        // Placed or discarded: nothing is left in staging either way.
+        guard.store = None;
         let (placed, trash_copy) = placement.map_err(|existing| StorageError::Conflict {
             key: key.clone(),
             existing,
         })?;
-        guard.store = None;
         let content_type = options
             .content_type
             .unwrap_or_else(|| ingest::sniff_content_type(&ingested.leading_bytes).to_owned());
@@ -348,6 +368,9 @@ impl Store {
     /// serving it needs no further hop. The handle keeps the bytes readable even if the key is
     /// deleted meanwhile.
     pub async fn get(&self, key: &ObjectKey) -> Result<StoredObject> {
+        if let Some(object) = self.open_remembered(key, None) {
+            return Ok(object);
+        }
         let store = self.clone();
         let key = key.clone();
         blocking(move || store.open_now(&key)).await
@@ -363,14 +386,39 @@ impl Store {
         range: Range<u64>,
         verify: Verify,
     ) -> Result<StoredObject> {
+        if let Some(object) = self.open_remembered(key, Some((range.clone(), verify))) {
+            return Ok(object);
+        }
         let store = self.clone();
         let key = key.clone();
         blocking(move || {
             let mut object = store.open_now(&key)?;
-            object.prefetch_now(range, verify)?;
+            object.prefetch(range, verify, Wait::Yes)?;
             Ok(object)
         })
         .await
+    }
+
+    /// Without blocking, on the caller's thread: the object at `key` when everything needed
+    /// is at hand — its record remembered, its blob still open, and the bytes to read now (a
+    /// small object, or the `prefetch` range) in the page cache (`RWF_NOWAIT`). `None` sends
+    /// the caller to the blocking pool, which gives the authoritative answer (errors and
+    /// damage included). This is what serves hot reads without a hop to another thread.
+    fn open_remembered(
+        &self,
+        key: &ObjectKey,
+        prefetch: Option<(Range<u64>, Verify)>,
+    ) -> Option<StoredObject> {
+        let (record, state) = self.inner.catalog.lookup_remembered(key)?;
+        if state != BlobState::Live {
+            return None;
+        }
+        let open = self.inner.blobs.open_remembered(&record.blake3)?;
+        let mut object = self.opened(record, open, Wait::No).ok()?;
+        if let Some((range, verify)) = prefetch {
+            object.prefetch(range, verify, Wait::No).ok()?;
+        }
+        Some(object)
     }
 
     /// Blocking: the work of [`Store::get`].
@@ -385,8 +433,8 @@ impl Store {
             });
         }
         let has_outboard = outboard::outboard_len(record.size) > 0;
-        let (data, outboard) = match self.inner.blobs.open(&blob, has_outboard) {
-            Ok(files) => files,
+        let open = match self.inner.blobs.open(&blob, has_outboard) {
+            Ok(open) => open,
             // Deleted between the lookup and the open, or lost.
             Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
                 self.inner.catalog.lookup_now(key)?.ok_or_else(not_found)?;
@@ -403,11 +451,18 @@ impl Store {
                 });
             }
         };
+        self.opened(record, open, Wait::Yes)
+    }
+
+    /// An object over its open blob; a small object is read whole now.
+    fn opened(&self, record: ObjectRecord, open: OpenBlob, wait: Wait) -> Result<StoredObject> {
+        let (data, outboard) = open;
         if record.size > SMALL_OBJECT_BYTES {
             return Ok(StoredObject::new(self.clone(), record, data, outboard));
         }
+        let blob = record.blake3;
         let mut bytes = vec![0u8; usize::try_from(record.size).expect("small objects fit memory")];
-        match std::os::unix::fs::FileExt::read_exact_at(&data, &mut bytes, 0) {
+        match read::read_exact_at(&data, &mut bytes, 0, wait) {
             Ok(()) => Ok(StoredObject::in_memory(
                 self.clone(),
                 record,

@@ -4,8 +4,14 @@
 //! the outboard (only the tree nodes on their paths) and sends only the requested bytes. A
 //! mismatch ends the stream with [`StorageError::Corrupt`] and quarantines the blob, so the
 //! bytes are never served again.
+//!
+//! Reads either wait for the disk (on the blocking pool) or do not ([`Wait::No`]: `preadv2`
+//! with `RWF_NOWAIT`, which answers only from the page cache and fails with `EAGAIN`
+//! otherwise). The second kind may run on an async task: it is how hot data is served without
+//! a hop to another thread.
 
 use std::fs::File;
+use std::io;
 use std::ops::Range;
 use std::os::unix::fs::FileExt;
 use std::pin::Pin;
@@ -13,6 +19,7 @@ use std::sync::{Arc, OnceLock};
 
 use bytes::Bytes;
 use futures_core::Stream;
+use futures_util::StreamExt;
 
 use crate::Store;
 use crate::checksum::Blake3Digest;
@@ -22,6 +29,10 @@ use crate::record::ObjectRecord;
 
 /// Bytes read per blocking hop: a multiple of the tree's group size.
 pub(crate) const READ_PIECE_BYTES: u64 = 256 * 1024;
+
+/// Pieces of one stream being read at once: bounds a stream's memory to 768 KiB while
+/// letting the blocking pool read and hash ahead of the socket.
+const READ_AHEAD: usize = 3;
 
 /// A stream of bytes from the store.
 pub type ByteStream = Pin<Box<dyn Stream<Item = Result<Bytes>> + Send>>;
@@ -33,6 +44,41 @@ pub enum Verify {
     Yes,
     /// Trust the disk.
     No,
+}
+
+/// Whether a read may wait for the disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Wait {
+    /// A blocking read: only on threads that may block.
+    Yes,
+    /// Only bytes already in the page cache; anything else fails with `WouldBlock`.
+    No,
+}
+
+/// Fills `buffer` from `offset` of `file`: [`io::ErrorKind::UnexpectedEof`] when the file
+/// ends first, [`io::ErrorKind::WouldBlock`] when `wait` is `No` and a byte is not cached.
+pub(crate) fn read_exact_at(
+    file: &File,
+    mut buffer: &mut [u8],
+    mut offset: u64,
+    wait: Wait,
+) -> io::Result<()> {
+    if wait == Wait::Yes {
+        return file.read_exact_at(buffer, offset);
+    }
+    while !buffer.is_empty() {
+        let slices = &mut [io::IoSliceMut::new(buffer)];
+        match rustix::io::preadv2(file, slices, offset, rustix::io::ReadWriteFlags::NOWAIT) {
+            Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
+            Ok(read) => {
+                buffer = &mut buffer[read..];
+                offset += read as u64;
+            }
+            Err(rustix::io::Errno::INTR) => {}
+            Err(errno) => return Err(errno.into()),
+        }
+    }
+    Ok(())
 }
 
 /// An open object: its record and its bytes, readable by range.
@@ -62,13 +108,10 @@ impl StoredObject {
     pub(crate) fn new(
         store: Store,
         record: ObjectRecord,
-        data: File,
-        outboard: Option<File>,
+        data: Arc<File>,
+        outboard: Option<Arc<File>>,
     ) -> Self {
-        let source = Source::File {
-            data: Arc::new(data),
-            outboard: outboard.map(Arc::new),
-        };
+        let source = Source::File { data, outboard };
         Self {
             store,
             record,
@@ -90,10 +133,10 @@ impl StoredObject {
         }
     }
 
-    /// Blocking: reads `range` now (at most 256 KiB, on the blocking thread that opened the
-    /// object), so that `read` of exactly this range needs no further hop. Damaged bytes are
-    /// not kept: the later `read` finds them again and quarantines the blob.
-    pub(crate) fn prefetch_now(&mut self, range: Range<u64>, verify: Verify) -> Result<()> {
+    /// Reads `range` now (at most 256 KiB; blocking unless `wait` is `No`), so that `read` of
+    /// exactly this range needs no further hop. Damaged bytes are not kept: the later `read`
+    /// finds them again and quarantines the blob.
+    pub(crate) fn prefetch(&mut self, range: Range<u64>, verify: Verify, wait: Wait) -> Result<()> {
         let Source::File { data, outboard } = &self.source else {
             return Ok(());
         };
@@ -115,7 +158,7 @@ impl StoredObject {
         };
         let mut pieces = Vec::new();
         while cursor.position < cursor.end {
-            match cursor.next_piece() {
+            match cursor.next_piece(wait) {
                 Ok((piece, next)) => {
                     pieces.push(piece);
                     cursor = next;
@@ -176,26 +219,33 @@ impl StoredObject {
             end: range.end,
             verify,
         };
-        let store = self.store.clone();
-        let stream = futures_util::stream::try_unfold(cursor, move |cursor| {
-            let store = store.clone();
-            async move {
-                if cursor.position >= cursor.end {
-                    return Ok(None);
-                }
-                let blob = cursor.blob;
-                match crate::blocking(move || cursor.next_piece()).await {
-                    Ok((piece, cursor)) => Ok(Some((piece, cursor))),
-                    Err(error @ StorageError::Corrupt { .. }) => {
-                        if let Err(quarantine_error) = store.quarantine(blob).await {
-                            tracing::error!("could not quarantine {blob}: {quarantine_error:#}");
-                        }
-                        Err(error)
-                    }
-                    Err(error) => Err(error),
-                }
+        // Piece starts, computed ahead; each piece is read and checked on the blocking pool,
+        // up to READ_AHEAD at once, so hashing the next pieces overlaps sending this one.
+        let starts = std::iter::successors((range.start < range.end).then_some(range.start), {
+            let cursor = cursor.clone();
+            move |&start| {
+                let (_, _, next) = cursor.piece_at(start);
+                (next < cursor.end).then_some(next)
             }
         });
+        let store = self.store.clone();
+        let stream = futures_util::stream::iter(starts)
+            .map(move |start| {
+                let cursor = cursor.clone();
+                crate::blocking(move || cursor.read_piece(start, Wait::Yes))
+            })
+            .buffered(READ_AHEAD)
+            .then(move |piece| {
+                let store = store.clone();
+                async move {
+                    if let Err(StorageError::Corrupt { blob, .. }) = &piece
+                        && let Err(quarantine_error) = store.quarantine(*blob).await
+                    {
+                        tracing::error!("could not quarantine {blob}: {quarantine_error:#}");
+                    }
+                    piece
+                }
+            });
         Ok(Box::pin(stream))
     }
 
@@ -239,6 +289,7 @@ impl StoredObject {
     }
 }
 
+#[derive(Clone)]
 struct Cursor {
     data: Arc<File>,
     outboard: Option<Arc<File>>,
@@ -250,58 +301,68 @@ struct Cursor {
 }
 
 impl Cursor {
-    /// Reads (and verifies) the next piece; blocking.
-    fn next_piece(mut self) -> Result<(Bytes, Self)> {
+    /// The piece that starts at `position`: the bytes to read (`from..to`, whole tree groups
+    /// when verifying) and where the bytes it hands out end.
+    fn piece_at(&self, position: u64) -> (u64, u64, u64) {
         let (from, to) = match self.verify {
-            Verify::No => (
-                self.position,
-                self.end.min(self.position + READ_PIECE_BYTES),
-            ),
+            Verify::No => (position, self.end.min(position + READ_PIECE_BYTES)),
             Verify::Yes => {
-                let (aligned_start, _) =
-                    outboard::group_aligned(self.position, self.end, self.size);
+                let (aligned_start, _) = outboard::group_aligned(position, self.end, self.size);
                 let (_, aligned_end) = outboard::group_aligned(
-                    self.position,
+                    position,
                     self.end.min(aligned_start + READ_PIECE_BYTES),
                     self.size,
                 );
                 (aligned_start, aligned_end)
             }
         };
-        let mut buffer = vec![0u8; usize::try_from(to - from).expect("pieces are small")];
-        self.data
-            .read_exact_at(&mut buffer, from)
-            .map_err(|error| {
-                if error.kind() == std::io::ErrorKind::UnexpectedEof {
-                    self.corrupt(format!(
-                        "blob is shorter than its recorded {} bytes",
-                        self.size
-                    ))
-                } else {
-                    StorageError::Io {
-                        op: "read",
-                        path: self.blob.to_hex().into(),
-                        source: error,
-                    }
-                }
-            })?;
-        if self.verify == Verify::Yes {
-            self.check(from, &buffer)?;
-        }
-        let piece_end = self.end.min(to);
-        let start = usize::try_from(self.position - from).expect("offset within piece");
-        let stop = usize::try_from(piece_end - from).expect("offset within piece");
-        let piece = Bytes::from(buffer).slice(start..stop);
-        self.position = piece_end;
+        (from, to, self.end.min(to))
+    }
+
+    /// Reads (and verifies) the next piece; blocking unless `wait` is `No`.
+    fn next_piece(mut self, wait: Wait) -> Result<(Bytes, Self)> {
+        let piece = self.read_piece(self.position, wait)?;
+        self.position += piece.len() as u64;
         Ok((piece, self))
     }
 
-    fn check(&self, from: u64, buffer: &[u8]) -> Result<()> {
+    /// Reads (and verifies) the piece starting at `position`; blocking unless `wait` is `No`.
+    fn read_piece(&self, position: u64, wait: Wait) -> Result<Bytes> {
+        let (from, to, piece_end) = self.piece_at(position);
+        let mut buffer = vec![0u8; usize::try_from(to - from).expect("pieces are small")];
+        read_exact_at(&self.data, &mut buffer, from, wait).map_err(|error| {
+            if error.kind() == std::io::ErrorKind::UnexpectedEof {
+                self.corrupt(format!(
+                    "blob is shorter than its recorded {} bytes",
+                    self.size
+                ))
+            } else {
+                StorageError::Io {
+                    op: "read",
+                    path: self.blob.to_hex().into(),
+                    source: error,
+                }
+            }
+        })?;
+        if self.verify == Verify::Yes {
+            self.check(from, &buffer, wait)?;
+        }
+        let start = usize::try_from(position - from).expect("offset within piece");
+        let stop = usize::try_from(piece_end - from).expect("offset within piece");
+        Ok(Bytes::from(buffer).slice(start..stop))
+    }
+
+    fn check(&self, from: u64, buffer: &[u8], wait: Wait) -> Result<()> {
         let root = blake3::Hash::from_bytes(self.blob.0);
-        let mut pairs = FilePairs(self.outboard.as_deref());
+        let mut pairs = FilePairs(self.outboard.as_deref(), wait);
         match outboard::verify(&mut pairs, self.size, &root, from, buffer) {
             Ok(Ok(())) => Ok(()),
             Ok(Err(mismatch)) => Err(self.corrupt(mismatch.to_string())),
+            Err(error) if error.kind() == io::ErrorKind::WouldBlock => Err(StorageError::Io {
+                op: "read the hash tree of",
+                path: self.blob.to_hex().into(),
+                source: error,
+            }),
             Err(error) => Err(self.corrupt(format!("hash tree unreadable: {error}"))),
         }
     }
@@ -314,8 +375,8 @@ impl Cursor {
     }
 }
 
-/// Tree nodes read from an outboard file.
-pub(crate) struct FilePairs<'a>(pub Option<&'a File>);
+/// Tree nodes read from an outboard file (waiting for the disk or not).
+pub(crate) struct FilePairs<'a>(pub Option<&'a File>, pub Wait);
 
 impl PairSource for FilePairs<'_> {
     type Error = std::io::Error;
@@ -324,7 +385,7 @@ impl PairSource for FilePairs<'_> {
             .0
             .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::NotFound, "no outboard"))?;
         let mut pair = [0u8; PAIR_BYTES];
-        file.read_exact_at(&mut pair, index * PAIR_BYTES as u64)?;
+        read_exact_at(file, &mut pair, index * PAIR_BYTES as u64, self.1)?;
         Ok(pair)
     }
 }

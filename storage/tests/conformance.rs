@@ -918,3 +918,69 @@ async fn prefetched_ranges_are_served_and_still_checked() {
         Err(StorageError::Corrupt { .. })
     ));
 }
+
+/// Hot objects are served from remembered records and open files (and the page cache);
+/// every change must show at once, as if nothing were remembered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn remembered_objects_follow_every_change() {
+    let test = open().await;
+    let large = bytes(20 * GROUP + 9, 31);
+    let small = bytes(3000, 32);
+    test.put("large", &large).await.expect("put");
+    test.put("small", &small).await.expect("put");
+    test.put("twin", &small).await.expect("put");
+    for _ in 0..3 {
+        assert_eq!(read_all(&test.store, &key("large")).await, large);
+        assert_eq!(read_all(&test.store, &key("small")).await, small);
+        let object = test
+            .store
+            .get_prefetching(&key("large"), 100..5000, Verify::Yes)
+            .await
+            .expect("get");
+        let piece: Vec<Bytes> = object
+            .read(100..5000, Verify::Yes)
+            .expect("read")
+            .try_collect()
+            .await
+            .expect("bytes");
+        assert_eq!(piece.concat(), &large[100..5000]);
+    }
+
+    // Damage under an open, remembered blob is still found, and the blob quarantined.
+    damage(&test.blob_path(&large), 3 * GROUP, 0x80);
+    let object = test
+        .store
+        .get_prefetching(&key("large"), 0..(4 * GROUP as u64), Verify::Yes)
+        .await
+        .expect("get");
+    let failure: Result<Vec<Bytes>, _> = object
+        .read(0..(4 * GROUP as u64), Verify::Yes)
+        .expect("read")
+        .try_collect()
+        .await;
+    assert!(matches!(failure, Err(StorageError::Corrupt { .. })));
+    assert!(matches!(
+        test.store.get(&key("large")).await,
+        Err(StorageError::Corrupt { .. })
+    ));
+    // Good bytes stored again are served from the new blob file, not the quarantined one.
+    test.put("large", &large).await.expect("repair");
+    assert_eq!(read_all(&test.store, &key("large")).await, large);
+
+    // A delete shows at once; the other key sharing the blob is untouched.
+    test.store.delete(&key("small")).await.expect("delete");
+    assert!(matches!(
+        test.store.get(&key("small")).await,
+        Err(StorageError::NotFound { .. })
+    ));
+    assert_eq!(read_all(&test.store, &key("twin")).await, small);
+
+    // An MD5 learnt after the record was remembered is shown.
+    let deferred = bytes(70_000, 33);
+    test.put("deferred", &deferred).await.expect("put");
+    let before = test.store.get(&key("deferred")).await.expect("get");
+    assert_eq!(before.record().md5, None);
+    test.store.backfill_md5().await.expect("backfill");
+    let after = test.store.get(&key("deferred")).await.expect("get");
+    assert_eq!(after.record().md5, Some(Md5Digest::of(&deferred)));
+}
