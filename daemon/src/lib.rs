@@ -8,6 +8,7 @@
 pub mod auth;
 pub mod config;
 pub mod http;
+pub mod log;
 pub mod metrics;
 mod status_page;
 mod tls;
@@ -32,13 +33,14 @@ const PURGE_INTERVAL: Duration = Duration::from_secs(3600);
 /// The `dataserver` command.
 pub fn main() -> ExitCode {
     let flags = Flags::parse();
-    // Log lines go to stderr from a writer thread, so a request never waits on a write to a
-    // pipe or terminal. Under a flood beyond its buffer (128k lines) lines are dropped rather
-    // than blocking request handling. The guard flushes what is queued when `main` returns.
-    // The thread writes whatever lines are queued as one write and flushes whenever the queue
-    // is empty: one system call per burst, not per request, and nothing lingers when idle.
-    let stderr = std::io::BufWriter::with_capacity(64 * 1024, std::io::stderr());
-    let (log_writer, _log_guard) = tracing_appender::non_blocking(stderr);
+    // Log lines go to stderr from a writer thread (see `log`): a request never waits on it.
+    let (log_writer, _log_guard) = match log::writer(std::io::stderr()) {
+        Ok(started) => started,
+        Err(error) => {
+            eprintln!("dataserver: start the log writer: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()

@@ -117,12 +117,13 @@ impl App {
             .unwrap_or(0);
         self.metrics.observe(route_name, status, started.elapsed());
         tracing::info!(
+            target: crate::log::ACCESS_TARGET,
             request_id,
             %method,
             route = route_name,
             status = status.as_u16(),
             bytes_out,
-            duration_ms = started.elapsed().as_secs_f64() * 1000.0,
+            duration_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
             "request"
         );
         response
