@@ -22,6 +22,7 @@ use futures_core::Stream;
 use futures_util::StreamExt;
 
 use crate::Store;
+use crate::blobs::TreeFile;
 use crate::checksum::Blake3Digest;
 use crate::error::{Result, StorageError};
 use crate::outboard::{self, GROUP_BYTES, PAIR_BYTES, PairSource};
@@ -95,7 +96,7 @@ enum Source {
     /// A large object: read piece by piece, each piece checked against the tree.
     File {
         data: Arc<File>,
-        outboard: Option<Arc<File>>,
+        outboard: Option<Arc<TreeFile>>,
     },
     /// A small object, read whole at open; checked against its digest once, on first use.
     Memory {
@@ -109,7 +110,7 @@ impl StoredObject {
         store: Store,
         record: ObjectRecord,
         data: Arc<File>,
-        outboard: Option<Arc<File>>,
+        outboard: Option<Arc<TreeFile>>,
     ) -> Self {
         let source = Source::File { data, outboard };
         Self {
@@ -292,7 +293,7 @@ impl StoredObject {
 #[derive(Clone)]
 struct Cursor {
     data: Arc<File>,
-    outboard: Option<Arc<File>>,
+    outboard: Option<Arc<TreeFile>>,
     blob: Blake3Digest,
     size: u64,
     position: u64,
@@ -354,7 +355,10 @@ impl Cursor {
 
     fn check(&self, from: u64, buffer: &[u8], wait: Wait) -> Result<()> {
         let root = blake3::Hash::from_bytes(self.blob.0);
-        let mut pairs = FilePairs(self.outboard.as_deref(), wait);
+        if let Some(tree) = &self.outboard {
+            tree.load(wait);
+        }
+        let mut pairs = TreePairs(self.outboard.as_deref(), wait);
         match outboard::verify(&mut pairs, self.size, &root, from, buffer) {
             Ok(Ok(())) => Ok(()),
             Ok(Err(mismatch)) => Err(self.corrupt(mismatch.to_string())),
@@ -375,18 +379,15 @@ impl Cursor {
     }
 }
 
-/// Tree nodes read from an outboard file (waiting for the disk or not).
-pub(crate) struct FilePairs<'a>(pub Option<&'a File>, pub Wait);
+/// Tree nodes of an open blob (waiting for the disk or not).
+struct TreePairs<'a>(Option<&'a TreeFile>, Wait);
 
-impl PairSource for FilePairs<'_> {
+impl PairSource for TreePairs<'_> {
     type Error = std::io::Error;
     fn pair(&mut self, index: u64) -> std::io::Result<[u8; PAIR_BYTES]> {
-        let file = self
-            .0
-            .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::NotFound, "no outboard"))?;
-        let mut pair = [0u8; PAIR_BYTES];
-        read_exact_at(file, &mut pair, index * PAIR_BYTES as u64, self.1)?;
-        Ok(pair)
+        self.0
+            .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::NotFound, "no outboard"))?
+            .pair(index, self.1)
     }
 }
 
