@@ -2,15 +2,17 @@
 //! memory, and fsynced at the end. The result is a verified staging pair that the store can
 //! place; nothing here touches the blob area or the catalogue.
 //!
-//! The body is cut into pieces of `PIECE_BYTES`. Each piece goes through up to three lanes at
-//! once on the blocking pool: the data lane writes it, the tree lane runs BLAKE3 and writes
+//! The body is gathered into pieces of about `PIECE_BYTES`: the chunks as received, not copied
+//! (a piece is a list of chunks). Each piece goes through up to three lanes at once on the
+//! blocking pool: the data lane writes it (one `writev`), the tree lane runs BLAKE3 and writes
 //! the outboard, and the MD5 lane (when asked) runs MD5. While a piece is in its lanes the next
-//! one is received, so receiving, writing and hashing overlap and at most two pieces are in
-//! memory per ingest.
+//! one is received, so receiving, writing and hashing overlap and about two pieces are in memory
+//! per ingest.
 
 use std::fs::{File, OpenOptions};
-use std::io::{BufWriter, Write};
+use std::io::{BufWriter, IoSlice, Write};
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
 use md5::{Digest as _, Md5};
@@ -25,6 +27,13 @@ use crate::outboard::TreeHasher;
 /// piece) cost well under 1 % of the hashing time, small enough that a thousand concurrent
 /// uploads stay within a few GiB.
 pub(crate) const PIECE_BYTES: usize = 1 << 20;
+
+/// A piece of the body: chunks as they arrived, shared by the lanes without copying.
+type Piece = Arc<Vec<Bytes>>;
+
+/// Chunks shorter than this are copied together (into blocks of this size), so that a body
+/// trickling in tiny chunks cannot make a piece a list of a million entries.
+const SMALL_CHUNK_BYTES: usize = 16 * 1024;
 
 /// Leading bytes kept for content-type detection.
 const SNIFF_BYTES: usize = 16;
@@ -45,12 +54,26 @@ struct DataLane {
 }
 
 impl DataLane {
-    fn write(&mut self, piece: &[u8]) -> Result<()> {
+    fn write(&mut self, piece: &[Bytes]) -> Result<()> {
         let file = match &mut self.file {
             Some(file) => file,
             None => self.file.insert(create_new(&self.path)?),
         };
-        file.write_all(piece).map_err(io_error("write", &self.path))
+        let mut slices: Vec<IoSlice<'_>> = piece.iter().map(|chunk| IoSlice::new(chunk)).collect();
+        let mut remaining = &mut slices[..];
+        while !remaining.is_empty() {
+            match file.write_vectored(remaining) {
+                Ok(0) => {
+                    return Err(io_error("write", &self.path)(
+                        std::io::ErrorKind::WriteZero.into(),
+                    ));
+                }
+                Ok(written) => IoSlice::advance_slices(&mut remaining, written),
+                Err(error) if error.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(error) => return Err(io_error("write", &self.path)(error)),
+            }
+        }
+        Ok(())
     }
 
     fn finish(mut self) -> Result<()> {
@@ -67,8 +90,10 @@ struct TreeLane {
 }
 
 impl TreeLane {
-    fn update(&mut self, piece: &[u8]) -> Result<()> {
-        self.hasher.update(piece);
+    fn update(&mut self, piece: &[Bytes]) -> Result<()> {
+        for chunk in piece {
+            self.hasher.update(chunk);
+        }
         let produced = self.hasher.take_outboard();
         self.write_outboard(&produced)
     }
@@ -123,7 +148,12 @@ type InFlight = (
 pub(crate) struct Ingest {
     lanes: Option<Lanes>,
     in_flight: Option<InFlight>,
-    buffer: BytesMut,
+    /// Chunks received since the last piece went to the lanes, and their total length
+    /// (including `small`).
+    gathered: Vec<Bytes>,
+    gathered_bytes: usize,
+    /// Small chunks being copied together; goes to `gathered` when full or before a large one.
+    small: BytesMut,
     size: u64,
     leading_bytes: Vec<u8>,
 }
@@ -145,7 +175,9 @@ impl Ingest {
                 md5: md5.then(Md5::new),
             }),
             in_flight: None,
-            buffer: BytesMut::new(),
+            gathered: Vec::new(),
+            gathered_bytes: 0,
+            small: BytesMut::new(),
             size: 0,
             leading_bytes: Vec::new(),
         }
@@ -163,20 +195,38 @@ impl Ingest {
             self.leading_bytes.extend_from_slice(&chunk[..take]);
         }
         self.size += chunk.len() as u64;
-        if self.buffer.is_empty() && chunk.len() >= PIECE_BYTES {
-            // Large chunks go to the lanes as they are, without a copy.
-            return self.dispatch(chunk).await;
+        self.gathered_bytes += chunk.len();
+        if chunk.len() < SMALL_CHUNK_BYTES {
+            self.small.extend_from_slice(&chunk);
+            if self.small.len() >= SMALL_CHUNK_BYTES {
+                self.gathered.push(self.small.split().freeze());
+            }
+        } else {
+            self.gather_small();
+            self.gathered.push(chunk);
         }
-        self.buffer.extend_from_slice(&chunk);
-        if self.buffer.len() >= PIECE_BYTES {
-            let piece = self.buffer.split().freeze();
+        if self.gathered_bytes >= PIECE_BYTES {
+            let piece = Arc::new(self.take_gathered());
             self.dispatch(piece).await?;
         }
         Ok(())
     }
 
+    fn gather_small(&mut self) {
+        if !self.small.is_empty() {
+            self.gathered.push(self.small.split().freeze());
+        }
+    }
+
+    /// Everything received and not yet handed to the lanes, in order.
+    fn take_gathered(&mut self) -> Vec<Bytes> {
+        self.gather_small();
+        self.gathered_bytes = 0;
+        std::mem::take(&mut self.gathered)
+    }
+
     /// Waits for the previous piece, then sends `piece` through the lanes.
-    async fn dispatch(&mut self, piece: Bytes) -> Result<()> {
+    async fn dispatch(&mut self, piece: Piece) -> Result<()> {
         let Lanes {
             mut data,
             mut tree,
@@ -187,7 +237,9 @@ impl Ingest {
         let md5_task = md5.map(|mut md5| {
             let md5_piece = piece.clone();
             tokio::task::spawn_blocking(move || {
-                md5.update(&md5_piece);
+                for chunk in md5_piece.iter() {
+                    md5.update(chunk);
+                }
                 md5
             })
         });
@@ -218,12 +270,14 @@ impl Ingest {
             mut tree,
             md5,
         } = self.settle().await?;
-        let rest = self.buffer.split().freeze();
+        let rest = self.take_gathered();
         let (blake3, has_outboard, md5) = crate::blocking(move || {
             data.write(&rest)?;
             tree.update(&rest)?;
             let md5 = md5.map(|mut md5| {
-                md5.update(&rest);
+                for chunk in &rest {
+                    md5.update(chunk);
+                }
                 Md5Digest(md5.finalize().into())
             });
             data.finish()?;

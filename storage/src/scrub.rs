@@ -455,21 +455,30 @@ fn tree_matches(stored: Option<&File>, offset: u64, produced: &[u8]) -> bool {
     stored.read_exact_at(&mut existing, offset).is_ok() && existing == produced
 }
 
-/// The MD5 of a file, computed on the blocking pool one piece per hop.
+/// The MD5 of a file, computed on the blocking pool one piece per hop. The buffer is sized
+/// to the file (at most one piece) and kept across hops: a small file costs one hop and no
+/// megabyte to zero.
 pub(crate) async fn md5_of_file(path: PathBuf) -> Result<Md5Digest> {
-    let file = {
+    let (file, len) = {
         let path = path.clone();
-        blocking(move || File::open(&path).map_err(io_error("open", &path))).await?
+        blocking(move || {
+            let file = File::open(&path).map_err(io_error("open", &path))?;
+            let len = file.metadata().map_err(io_error("stat", &path))?.len();
+            Ok((file, len))
+        })
+        .await?
     };
-    let mut state = (file, Md5::new(), false);
-    while !state.2 {
+    let piece = usize::try_from(len).map_or(HASH_PIECE_BYTES, |len| len.clamp(1, HASH_PIECE_BYTES));
+    let mut state = (file, Md5::new(), vec![0u8; piece], 0u64, false);
+    while !state.4 {
         let path = path.clone();
         state = blocking(move || {
-            let (mut file, mut md5, _) = state;
-            let mut buffer = vec![0u8; HASH_PIECE_BYTES];
+            let (mut file, mut md5, mut buffer, total, _) = state;
             let read = file.read(&mut buffer).map_err(io_error("read", &path))?;
             md5.update(&buffer[..read]);
-            Ok((file, md5, read == 0))
+            let total = total + read as u64;
+            // Blobs do not change: once the length seen at open is read, no hop to see EOF.
+            Ok((file, md5, buffer, total, read == 0 || total >= len))
         })
         .await?;
     }
