@@ -16,6 +16,7 @@ mod blobs;
 mod catalog;
 pub mod checksum;
 mod error;
+pub mod fits;
 mod ingest;
 pub mod key;
 pub mod outboard;
