@@ -20,6 +20,7 @@ use tokio::sync::oneshot;
 
 use crate::checksum::{Blake3Digest, Md5Digest};
 use crate::error::{CatalogFailure, Result, StorageError};
+use crate::fits::FitsIndex;
 use crate::key::ObjectKey;
 use crate::recent::Recent;
 use crate::record::{
@@ -35,6 +36,8 @@ const MD5_PENDING: TableDefinition<&[u8], ()> = TableDefinition::new("md5_pendin
 /// Trashed blobs by (time trashed, digest), so purging reads only what is due.
 const TRASH: TableDefinition<&[u8], ()> = TableDefinition::new("trash");
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+/// FITS indexes by blob digest (an index describes bytes, so keys sharing a blob share it).
+const FITS_INDEXES: TableDefinition<&[u8], &[u8]> = TableDefinition::new("fits_indexes");
 
 const NEXT_SEQUENCE: &str = "next_object_sequence";
 const LAST_CHANGE: &str = "last_change";
@@ -73,6 +76,8 @@ pub(crate) struct NewObject {
     pub content_type: String,
     pub origin: Origin,
     pub now: SystemTime,
+    /// The FITS index of its bytes, when they start like a FITS file.
+    pub fits: Option<FitsIndex>,
 }
 
 /// What an insert did.
@@ -146,6 +151,7 @@ impl Catalog {
             txn.open_table(MD5_PENDING)?;
             txn.open_table(TRASH)?;
             txn.open_table(META)?;
+            txn.open_table(FITS_INDEXES)?;
             txn.commit()?;
             Ok(db)
         };
@@ -342,6 +348,7 @@ impl Catalog {
                     txn.open_table(TRASH)?
                         .remove(&trash_key(since, &blob)[..])?;
                     txn.open_table(MD5_PENDING)?.remove(&blob.0[..])?;
+                    txn.open_table(FITS_INDEXES)?.remove(&blob.0[..])?;
                     Ok(true)
                 }
                 _ => Ok(false),
@@ -372,6 +379,18 @@ impl Catalog {
     pub async fn blob(&self, blob: Blake3Digest) -> Result<Option<BlobRecord>> {
         self.read("read a blob", move |txn| blob_record(txn, &blob))
             .await
+    }
+
+    /// The FITS index of a blob, when it was indexed at ingest.
+    pub async fn fits_index(&self, blob: Blake3Digest) -> Result<Option<FitsIndex>> {
+        self.read("read a FITS index", move |txn| {
+            let indexes = txn.open_table(FITS_INDEXES)?;
+            let value = indexes.get(&blob.0[..])?;
+            value
+                .map(|bytes| FitsIndex::decode(bytes.value()).ok_or_else(|| damaged("FITS index")))
+                .transpose()
+        })
+        .await
     }
 
     /// Up to `limit` live records with keys starting with `prefix`, after `after`, in key order.
@@ -668,13 +687,19 @@ fn reference_blob(
     let existing = blobs.get(&object.blake3.0[..])?.map(|v| v.value().to_vec());
     let mut live_records = LiveRecords::Unchanged;
     let record = match existing {
-        None => BlobRecord {
-            size: object.size,
-            references: 1,
-            md5: object.md5,
-            last_verified: Some(object.now),
-            state: BlobState::Live,
-        },
+        None => {
+            if let Some(index) = &object.fits {
+                txn.open_table(FITS_INDEXES)?
+                    .insert(&object.blake3.0[..], &index.encode()[..])?;
+            }
+            BlobRecord {
+                size: object.size,
+                references: 1,
+                md5: object.md5,
+                last_verified: Some(object.now),
+                state: BlobState::Live,
+            }
+        }
         Some(bytes) => {
             let mut record = BlobRecord::decode(&bytes).ok_or_else(|| damaged("blob"))?;
             if let BlobState::Trashed { since } = record.state {

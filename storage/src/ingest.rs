@@ -5,7 +5,8 @@
 //! The body is gathered into pieces of about `PIECE_BYTES`: the chunks as received, not copied
 //! (a piece is a list of chunks). Each piece goes through up to three lanes at once on the
 //! blocking pool: the data lane writes it (one `writev`), the tree lane runs BLAKE3 and writes
-//! the outboard, and the MD5 lane (when asked) runs MD5. While a piece is in its lanes the next
+//! the outboard, the MD5 lane (when asked) runs MD5, and the FITS lane (when the body starts
+//! like a FITS file) builds its HDU index and checksum verdicts. While a piece is in its lanes the next
 //! one is received, so receiving, writing and hashing overlap and about two pieces are in memory
 //! per ingest.
 
@@ -21,6 +22,7 @@ use tokio::task::JoinHandle;
 use crate::blobs::StagingPaths;
 use crate::checksum::{Blake3Digest, Md5Digest};
 use crate::error::{Result, io_error};
+use crate::fits::{self, FitsIndex, Indexer};
 use crate::outboard::TreeHasher;
 
 /// Bytes handed to the lanes at once. Large enough that the blocking-pool hops (three per
@@ -46,6 +48,8 @@ pub(crate) struct Ingested {
     pub md5: Option<Md5Digest>,
     pub has_outboard: bool,
     pub leading_bytes: Vec<u8>,
+    /// The index of a body that starts like a FITS file.
+    pub fits: Option<FitsIndex>,
 }
 
 struct DataLane {
@@ -136,12 +140,15 @@ struct Lanes {
     data: DataLane,
     tree: TreeLane,
     md5: Option<Md5>,
+    /// Started with the first piece when the body starts like a FITS file.
+    fits: Option<Indexer>,
 }
 
 type InFlight = (
     JoinHandle<Result<DataLane>>,
     JoinHandle<Result<TreeLane>>,
     Option<JoinHandle<Md5>>,
+    Option<JoinHandle<Indexer>>,
 );
 
 /// An ingest in progress.
@@ -156,6 +163,8 @@ pub(crate) struct Ingest {
     small: BytesMut,
     size: u64,
     leading_bytes: Vec<u8>,
+    /// A piece has gone to the lanes (or `finish` has begun).
+    started: bool,
 }
 
 impl Ingest {
@@ -173,6 +182,7 @@ impl Ingest {
                     outboard: None,
                 },
                 md5: md5.then(Md5::new),
+                fits: None,
             }),
             in_flight: None,
             gathered: Vec::new(),
@@ -180,6 +190,7 @@ impl Ingest {
             small: BytesMut::new(),
             size: 0,
             leading_bytes: Vec::new(),
+            started: false,
         }
     }
 
@@ -231,7 +242,17 @@ impl Ingest {
             mut data,
             mut tree,
             md5,
+            fits,
         } = self.settle().await?;
+        let fits_task = self.fits_lane(fits).map(|mut fits| {
+            let fits_piece = piece.clone();
+            tokio::task::spawn_blocking(move || {
+                for chunk in fits_piece.iter() {
+                    fits.update(chunk);
+                }
+                fits
+            })
+        });
         let data_piece = piece.clone();
         let data_task = tokio::task::spawn_blocking(move || data.write(&data_piece).map(|()| data));
         let md5_task = md5.map(|mut md5| {
@@ -244,20 +265,38 @@ impl Ingest {
             })
         });
         let tree_task = tokio::task::spawn_blocking(move || tree.update(&piece).map(|()| tree));
-        self.in_flight = Some((data_task, tree_task, md5_task));
+        self.in_flight = Some((data_task, tree_task, md5_task, fits_task));
         Ok(())
+    }
+
+    /// The FITS lane: started with the first piece when the body starts like a FITS file.
+    fn fits_lane(&mut self, fits: Option<Indexer>) -> Option<Indexer> {
+        let first_piece = !std::mem::replace(&mut self.started, true);
+        if first_piece && fits::looks_like_fits(&self.leading_bytes) {
+            return Some(Indexer::new());
+        }
+        fits
     }
 
     /// The lanes, once the piece in flight (if any) has gone through all of them.
     async fn settle(&mut self) -> Result<Lanes> {
-        if let Some((data_task, tree_task, md5_task)) = self.in_flight.take() {
+        if let Some((data_task, tree_task, md5_task, fits_task)) = self.in_flight.take() {
             let data = crate::joined(data_task.await)??;
             let tree = crate::joined(tree_task.await)??;
             let md5 = match md5_task {
                 Some(task) => Some(crate::joined(task.await)?),
                 None => None,
             };
-            self.lanes = Some(Lanes { data, tree, md5 });
+            let fits = match fits_task {
+                Some(task) => Some(crate::joined(task.await)?),
+                None => None,
+            };
+            self.lanes = Some(Lanes {
+                data,
+                tree,
+                md5,
+                fits,
+            });
         }
         Ok(self.lanes.take().expect("lanes are home between pieces"))
     }
@@ -269,9 +308,11 @@ impl Ingest {
             mut data,
             mut tree,
             md5,
+            fits,
         } = self.settle().await?;
+        let fits = self.fits_lane(fits);
         let rest = self.take_gathered();
-        let (blake3, has_outboard, md5) = crate::blocking(move || {
+        let (blake3, has_outboard, md5, fits) = crate::blocking(move || {
             data.write(&rest)?;
             tree.update(&rest)?;
             let md5 = md5.map(|mut md5| {
@@ -280,9 +321,15 @@ impl Ingest {
                 }
                 Md5Digest(md5.finalize().into())
             });
+            let fits = fits.map(|mut fits| {
+                for chunk in &rest {
+                    fits.update(chunk);
+                }
+                fits.finish()
+            });
             data.finish()?;
             let (blake3, has_outboard) = tree.finish()?;
-            Ok((blake3, has_outboard, md5))
+            Ok((blake3, has_outboard, md5, fits))
         })
         .await?;
         Ok(Ingested {
@@ -291,6 +338,7 @@ impl Ingest {
             md5,
             has_outboard,
             leading_bytes: self.leading_bytes,
+            fits,
         })
     }
 }

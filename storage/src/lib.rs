@@ -43,6 +43,7 @@ use crate::ingest::Ingest;
 pub use crate::catalog::{CatalogStats, Origin};
 pub use crate::checksum::{Blake3Digest, Md5Digest};
 pub use crate::error::{CatalogFailure, DigestKind, Result, StorageError};
+pub use crate::fits::FitsIndex;
 pub use crate::key::{KeyError, ObjectKey};
 use crate::read::Wait;
 pub use crate::read::{ByteStream, StoredObject, Verify};
@@ -327,6 +328,7 @@ impl Store {
             content_type,
             origin: options.origin,
             now: SystemTime::now(),
+            fits: ingested.fits,
         };
         let outcome = self.inner.catalog.insert(object).await;
         if placed && outcome.is_err() && self.inner.catalog.blob(blob).await?.is_none() {
@@ -362,6 +364,12 @@ impl Store {
             .get(key)
             .await?
             .ok_or_else(|| StorageError::NotFound { key: key.clone() })
+    }
+
+    /// The FITS index of the bytes of `record` (from [`Store::head`] or [`Store::get`]), built
+    /// at ingest; `None` when they did not start like a FITS file.
+    pub async fn fits_index(&self, record: &ObjectRecord) -> Result<Option<FitsIndex>> {
+        self.inner.catalog.fits_index(record.blake3).await
     }
 
     /// Opens a live key for reading, in one blocking hop: the catalogue lookup and the open

@@ -7,6 +7,7 @@
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::checksum::{Blake3Digest, Md5Digest};
+use crate::fits::{Check, FitsIndex, Hdu, IndexStatus};
 use crate::key::ObjectKey;
 
 /// Version of the record encodings written by this build.
@@ -215,6 +216,15 @@ impl Encoder {
         let len = u16::try_from(value.len()).expect("texts in records are short");
         self.u16(len).bytes(value.as_bytes())
     }
+    fn optional_text(self, value: Option<&str>) -> Self {
+        match value {
+            Some(text) => self.u8(1).text(text),
+            None => self.u8(0),
+        }
+    }
+    fn i64(self, value: i64) -> Self {
+        self.u64(value as u64)
+    }
 }
 
 struct Decoder<'a>(&'a [u8]);
@@ -257,6 +267,16 @@ impl<'a> Decoder<'a> {
     fn text(&mut self) -> Option<String> {
         let len = usize::from(self.u16()?);
         String::from_utf8(self.take(len)?.to_vec()).ok()
+    }
+    fn optional_text(&mut self) -> Option<Option<String>> {
+        match self.u8()? {
+            0 => Some(None),
+            1 => Some(Some(self.text()?)),
+            _ => None,
+        }
+    }
+    fn i64(&mut self) -> Option<i64> {
+        Some(self.u64()? as i64)
     }
     /// Succeeds only when every byte was used, so trailing garbage is damage too.
     fn finish<T>(self, value: T) -> Option<T> {
@@ -397,6 +417,118 @@ impl Change {
     }
 }
 
+/// The byte encoding of a FITS index (one per blob: the index describes bytes).
+impl FitsIndex {
+    pub(crate) fn encode(&self) -> Vec<u8> {
+        let mut encoder = match &self.status {
+            IndexStatus::Valid => Encoder::new().u8(0),
+            IndexStatus::Invalid(reason) => Encoder::new().u8(1).text(truncated(reason)),
+        };
+        encoder = encoder.u64(self.hdus.len() as u64);
+        for hdu in &self.hdus {
+            encoder = encoder
+                .u64(hdu.header_offset)
+                .u64(hdu.header_len)
+                .u64(hdu.data_offset)
+                .u64(hdu.data_len)
+                .optional_text(hdu.xtension.as_deref().map(truncated))
+                .optional_text(hdu.extname.as_deref().map(truncated))
+                .u8(u8::from(hdu.extver.is_some()))
+                .i64(hdu.extver.unwrap_or(0))
+                .i64(hdu.bitpix)
+                .u16(u16::try_from(hdu.naxis.len()).expect("at most 999 axes"));
+            for &axis in &hdu.naxis {
+                encoder = encoder.u64(axis);
+            }
+            encoder = encoder
+                .u64(hdu.pcount)
+                .u64(hdu.gcount)
+                .u8(u8::from(hdu.zimage))
+                .u8(check_code(hdu.checksum))
+                .u8(check_code(hdu.datasum));
+        }
+        encoder.0
+    }
+
+    pub(crate) fn decode(bytes: &[u8]) -> Option<Self> {
+        let mut decoder = Decoder::new(bytes)?;
+        let status = match decoder.u8()? {
+            0 => IndexStatus::Valid,
+            1 => IndexStatus::Invalid(decoder.text()?),
+            _ => return None,
+        };
+        let count = decoder.u64()?;
+        // Each HDU takes at least 60 bytes: a count beyond what is left is damage.
+        if count > decoder.0.len() as u64 / 60 {
+            return None;
+        }
+        let mut hdus = Vec::with_capacity(usize::try_from(count).ok()?);
+        for _ in 0..count {
+            let header_offset = decoder.u64()?;
+            let header_len = decoder.u64()?;
+            let data_offset = decoder.u64()?;
+            let data_len = decoder.u64()?;
+            let xtension = decoder.optional_text()?;
+            let extname = decoder.optional_text()?;
+            let has_extver = decoder.u8()?;
+            let extver = decoder.i64()?;
+            let bitpix = decoder.i64()?;
+            let axes = decoder.u16()?;
+            let naxis = (0..axes)
+                .map(|_| decoder.u64())
+                .collect::<Option<Vec<u64>>>()?;
+            hdus.push(Hdu {
+                header_offset,
+                header_len,
+                data_offset,
+                data_len,
+                xtension,
+                extname,
+                extver: match has_extver {
+                    0 => None,
+                    1 => Some(extver),
+                    _ => return None,
+                },
+                bitpix,
+                naxis,
+                pcount: decoder.u64()?,
+                gcount: decoder.u64()?,
+                zimage: decoder.u8()? != 0,
+                checksum: check_from_code(decoder.u8()?)?,
+                datasum: check_from_code(decoder.u8()?)?,
+            });
+        }
+        decoder.finish(FitsIndex { hdus, status })
+    }
+}
+
+/// At most 1000 bytes of a text, cut at a character boundary: header strings are short, and a
+/// record field must stay within its 16-bit length.
+fn truncated(text: &str) -> &str {
+    let mut end = text.len().min(1000);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
+}
+
+fn check_code(check: Check) -> u8 {
+    match check {
+        Check::Absent => 0,
+        Check::Valid => 1,
+        Check::Invalid => 2,
+    }
+}
+
+fn check_from_code(code: u8) -> Option<Check> {
+    match code {
+        0 => Some(Check::Absent),
+        1 => Some(Check::Valid),
+        2 => Some(Check::Invalid),
+        _ => None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -465,10 +597,50 @@ mod tests {
         }
 
         #[test]
+        fn fits_index_round_trip(
+            hdus in proptest::collection::vec((
+                any::<[u64; 4]>(),
+                proptest::option::of("[ -~]{0,68}"),
+                proptest::option::of(any::<i64>()),
+                proptest::collection::vec(any::<u64>(), 0..5),
+                any::<(i64, u64, u64, bool, u8, u8)>(),
+            ), 0..6),
+            invalid in proptest::option::of("[ -~]{0,100}"),
+        ) {
+            use crate::fits::{Check, Hdu, IndexStatus};
+            let check = |code: u8| [Check::Absent, Check::Valid, Check::Invalid][usize::from(code % 3)];
+            let index = FitsIndex {
+                hdus: hdus.into_iter().map(|(offsets, extname, extver, naxis, (bitpix, pcount, gcount, zimage, checksum, datasum))| Hdu {
+                    header_offset: offsets[0],
+                    header_len: offsets[1],
+                    data_offset: offsets[2],
+                    data_len: offsets[3],
+                    xtension: extname.as_ref().map(|_| "IMAGE".to_string()),
+                    extname,
+                    extver,
+                    bitpix,
+                    naxis,
+                    pcount,
+                    gcount,
+                    zimage,
+                    checksum: check(checksum),
+                    datasum: check(datasum),
+                }).collect(),
+                status: invalid.map_or(IndexStatus::Valid, IndexStatus::Invalid),
+            };
+            prop_assert_eq!(FitsIndex::decode(&index.encode()), Some(index.clone()));
+            let encoded = index.encode();
+            for cut in 0..encoded.len() {
+                prop_assert_eq!(FitsIndex::decode(&encoded[..cut]), None);
+            }
+        }
+
+        #[test]
         fn decoding_garbage_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..200)) {
             let _ = ObjectValue::decode(&bytes);
             let _ = BlobRecord::decode(&bytes);
             let _ = Change::decode(1, &bytes);
+            let _ = FitsIndex::decode(&bytes);
         }
 
         #[test]

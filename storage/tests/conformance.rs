@@ -189,6 +189,91 @@ async fn fits_files_are_recognised() {
     assert!(matches!(refused, Err(StorageError::InvalidContentType)));
 }
 
+/// A FITS file: a primary header with no data, then an IMAGE extension of `rows` × 1000
+/// 16-bit pixels named SCI.
+fn fits_file(rows: usize) -> Vec<u8> {
+    let header = |cards: &[&str]| {
+        let mut bytes: Vec<u8> = cards
+            .iter()
+            .chain(&["END"])
+            .flat_map(|card| format!("{card:<80}").into_bytes())
+            .collect();
+        bytes.resize(bytes.len().div_ceil(2880) * 2880, b' ');
+        bytes
+    };
+    let mut file = header(&[
+        "SIMPLE  =                    T",
+        "BITPIX  =                    8",
+        "NAXIS   =                    0",
+        "EXTEND  =                    T",
+    ]);
+    file.extend(header(&[
+        "XTENSION= 'IMAGE   '",
+        "BITPIX  =                   16",
+        "NAXIS   =                    2",
+        "NAXIS1  =                 1000",
+        &format!("NAXIS2  = {rows:>20}"),
+        "PCOUNT  =                    0",
+        "GCOUNT  =                    1",
+        "EXTNAME = 'SCI     '",
+    ]));
+    let data = bytes(rows * 2000, 40);
+    let padded = data.len().div_ceil(2880) * 2880;
+    file.extend(data);
+    file.resize(file.len() + padded - rows * 2000, 0);
+    file
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fits_files_are_indexed_at_ingest() {
+    let test = open().await;
+    // Several ingest pieces, so the index is built across them.
+    let file = fits_file(1500);
+    let stored = test.put("frame.fits", &file).await.expect("put");
+    let index = test
+        .store
+        .fits_index(&stored.record)
+        .await
+        .expect("read")
+        .expect("indexed");
+    assert_eq!(index.status, storage::fits::IndexStatus::Valid);
+    assert_eq!(index.hdus.len(), 2);
+    let sci = &index.hdus[1];
+    assert_eq!(sci.header_offset, 2880);
+    assert_eq!((sci.data_offset, sci.data_len), (5760, 3_000_000));
+    assert_eq!(sci.extname.as_deref(), Some("SCI"));
+    assert_eq!(sci.naxis, [1000, 1500]);
+    assert_eq!(sci.end(), file.len() as u64);
+
+    // A truncated one is stored all the same, its index marked invalid.
+    let cut = &file[..file.len() - 5000];
+    let stored = test.put("cut.fits", cut).await.expect("put");
+    let index = test.store.fits_index(&stored.record).await.expect("read");
+    assert!(
+        matches!(
+            index.map(|index| index.status),
+            Some(storage::fits::IndexStatus::Invalid(_))
+        ),
+        "a truncated file is indexed as invalid"
+    );
+    assert_eq!(read_all(&test.store, &key("cut.fits")).await, cut);
+
+    let stored = test.put("plain", b"not a FITS file").await.expect("put");
+    assert_eq!(
+        test.store.fits_index(&stored.record).await.expect("read"),
+        None
+    );
+    // Equal bytes under another key share the index.
+    let twin = test.put("twin.fits", &file).await.expect("put");
+    assert!(
+        test.store
+            .fits_index(&twin.record)
+            .await
+            .expect("read")
+            .is_some()
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn md5_inline_or_deferred() {
     let test = open().await;
