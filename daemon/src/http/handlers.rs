@@ -19,6 +19,7 @@ use storage::{
 };
 
 use super::error::ApiError;
+use super::fits;
 use super::range::{self, RangeDecision};
 use super::route::Route;
 use super::wire::{self, ObjectInfo};
@@ -62,6 +63,11 @@ pub(super) async fn handle(
         }
         Route::GetObject(key) | Route::HeadObject(key) => {
             check(Scope::Read, Some(&key))?;
+            let query = request.uri().query().unwrap_or("");
+            if let Some(view) = fits::parse_view(query)? {
+                let head = request.method() == Method::HEAD;
+                return fits::respond(app, &key, view, head).await;
+            }
             get(app, &key, request.method(), request.headers()).await
         }
         Route::PutObject(key) => {
@@ -253,7 +259,7 @@ fn body_stream(
 // ---- GET and HEAD -------------------------------------------------------------------------
 
 /// Headers every object response carries.
-fn object_headers(headers: &mut HeaderMap, record: &ObjectRecord) {
+pub(super) fn object_headers(headers: &mut HeaderMap, record: &ObjectRecord) {
     // Names as constants: parsing a name from a string on every response shows in profiles.
     const BLAKE3: HeaderName = HeaderName::from_static(wire::BLAKE3_HEADER);
     const OBJECT_ID: HeaderName = HeaderName::from_static(wire::OBJECT_ID_HEADER);
@@ -302,6 +308,9 @@ async fn get(
         .body(full(Bytes::new()))
         .expect("static response parts are valid");
     object_headers(response.headers_mut(), &record);
+    if record.content_type == "image/fits" {
+        fits::add_summary(app, &record, response.headers_mut()).await?;
+    }
     match preconditions(headers, &record) {
         Precondition::Proceed => {}
         Precondition::NotModified => {
@@ -435,7 +444,7 @@ fn stream_body(
     Ok(body_of(app, stream::iter(streams).flatten().boxed()))
 }
 
-fn body_of(app: &App, stream: ByteStream) -> Body {
+pub(super) fn body_of(app: &App, stream: ByteStream) -> Body {
     let failures = app.metrics.verification_failures.clone();
     let stream = stream.map_err(move |error| {
         if matches!(error, StorageError::Corrupt { .. }) {
@@ -600,7 +609,7 @@ async fn list(app: &App, query: &str) -> Result<Response<Body>> {
 }
 
 /// `application/x-www-form-urlencoded` pairs of a query string.
-fn form_pairs(query: &str) -> impl Iterator<Item = (String, String)> + '_ {
+pub(super) fn form_pairs(query: &str) -> impl Iterator<Item = (String, String)> + '_ {
     query
         .split('&')
         .filter(|pair| !pair.is_empty())

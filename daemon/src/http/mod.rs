@@ -2,6 +2,7 @@
 //! handler and writes the access log line and metrics.
 
 pub mod error;
+mod fits;
 mod handlers;
 pub mod range;
 pub mod route;

@@ -5,6 +5,7 @@
 
 use serde::Serialize;
 use storage::ObjectRecord;
+use storage::fits::{Check, FitsIndex, IndexStatus};
 
 /// BLAKE3-256 of the object, hex (request: checked; response: always present).
 pub const BLAKE3_HEADER: &str = "x-blake3";
@@ -87,4 +88,119 @@ pub struct Status {
     pub uptime_seconds: u64,
     /// Whether reads are verified against the BLAKE3 tree.
     pub verify_reads: bool,
+}
+
+/// Number of HDUs of a FITS object (response to GET and HEAD).
+pub const FITS_HDUS_HEADER: &str = "x-fits-hdus";
+/// `valid`, `invalid` or `absent`: the CHECKSUM cards of a FITS object's HDUs, together
+/// (response to GET and HEAD).
+pub const FITS_CHECKSUM_HEADER: &str = "x-fits-checksum";
+
+/// One HDU in `GET /<key>?fitsindex`.
+#[derive(Debug, Serialize)]
+pub struct HduInfo {
+    /// Position, 0 = primary (as astropy numbers HDUs).
+    pub index: usize,
+    /// `XTENSION`, absent for the primary HDU.
+    pub xtension: Option<String>,
+    /// `EXTNAME`.
+    pub extname: Option<String>,
+    /// `EXTVER`.
+    pub extver: Option<i64>,
+    /// Offset of the header.
+    pub header_offset: u64,
+    /// Header bytes (whole 2880-byte blocks).
+    pub header_length: u64,
+    /// Offset of the data.
+    pub data_offset: u64,
+    /// Data bytes, without padding.
+    pub data_length: u64,
+    /// Data bytes with the padding to whole blocks (the HDU ends at data_offset + this).
+    pub data_span: u64,
+    /// `BITPIX`.
+    pub bitpix: i64,
+    /// `NAXIS1` … `NAXISn`.
+    pub naxis: Vec<u64>,
+    /// `PCOUNT`.
+    pub pcount: u64,
+    /// `GCOUNT`.
+    pub gcount: u64,
+    /// A tile-compressed image (`ZIMAGE = T`).
+    pub zimage: bool,
+    /// `valid`, `invalid` or `absent`.
+    pub checksum: &'static str,
+    /// `valid`, `invalid` or `absent`.
+    pub datasum: &'static str,
+}
+
+/// `GET /<key>?fitsindex`.
+#[derive(Debug, Serialize)]
+pub struct FitsIndexInfo {
+    /// Whether the whole file parsed as FITS.
+    pub valid: bool,
+    /// Why not, when it did not.
+    pub reason: Option<String>,
+    /// `valid`, `invalid` or `absent`, over all HDUs.
+    pub checksum: &'static str,
+    /// The HDUs parsed, in file order.
+    pub hdus: Vec<HduInfo>,
+}
+
+impl From<&FitsIndex> for FitsIndexInfo {
+    fn from(index: &FitsIndex) -> Self {
+        let (valid, reason) = match &index.status {
+            IndexStatus::Valid => (true, None),
+            IndexStatus::Invalid(reason) => (false, Some(reason.clone())),
+        };
+        let hdus = index
+            .hdus
+            .iter()
+            .enumerate()
+            .map(|(position, hdu)| HduInfo {
+                index: position,
+                xtension: hdu.xtension.clone(),
+                extname: hdu.extname.clone(),
+                extver: hdu.extver,
+                header_offset: hdu.header_offset,
+                header_length: hdu.header_len,
+                data_offset: hdu.data_offset,
+                data_length: hdu.data_len,
+                data_span: hdu.data_padded_len(),
+                bitpix: hdu.bitpix,
+                naxis: hdu.naxis.clone(),
+                pcount: hdu.pcount,
+                gcount: hdu.gcount,
+                zimage: hdu.zimage,
+                checksum: check_name(hdu.checksum),
+                datasum: check_name(hdu.datasum),
+            })
+            .collect();
+        Self {
+            valid,
+            reason,
+            checksum: checksum_summary(index),
+            hdus,
+        }
+    }
+}
+
+/// The CHECKSUM cards of all HDUs together: `invalid` if any fails, else `valid` if any is
+/// present, else `absent`.
+pub fn checksum_summary(index: &FitsIndex) -> &'static str {
+    let checks = || index.hdus.iter().map(|hdu| hdu.checksum);
+    if checks().any(|check| check == Check::Invalid) {
+        "invalid"
+    } else if checks().any(|check| check == Check::Valid) {
+        "valid"
+    } else {
+        "absent"
+    }
+}
+
+fn check_name(check: Check) -> &'static str {
+    match check {
+        Check::Absent => "absent",
+        Check::Valid => "valid",
+        Check::Invalid => "invalid",
+    }
 }

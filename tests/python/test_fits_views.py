@@ -1,0 +1,186 @@
+"""FITS awareness checked against astropy as the oracle: the index built at ingest
+(`?fitsindex`), single HDUs (`?hdu=`, `&standalone=1`), header text (`?header`) and the summary
+headers of GET/HEAD, for files astropy writes: primary images of every BITPIX, multi-extension
+files, binary tables with a heap, tile-compressed images, with and without checksum cards, a
+deliberately corrupted checksum, and truncated or non-FITS bodies."""
+
+from __future__ import annotations
+
+import io
+import warnings
+
+import numpy as np
+import pytest
+from astropy.io import fits
+
+from conftest import Dataserver
+
+
+def to_bytes(hdul: fits.HDUList, checksum: bool) -> bytes:
+    buffer = io.BytesIO()
+    hdul.writeto(buffer, checksum=checksum)
+    return buffer.getvalue()
+
+
+def sample_files() -> dict[str, tuple[bytes, bool]]:
+    """name -> (bytes, written with checksum cards)."""
+    rng = np.random.default_rng(seed=6)
+    files: dict[str, tuple[bytes, bool]] = {}
+    for dtype in (np.uint8, np.int16, np.int32, np.int64, np.float32, np.float64):
+        image = rng.integers(0, 100, size=(37, 53)).astype(dtype)
+        name = f"primary-{np.dtype(dtype).name}.fits"
+        files[name] = (to_bytes(fits.HDUList([fits.PrimaryHDU(image)]), checksum=True), True)
+    science = [rng.normal(size=(20 + ccd, 30)).astype(np.float32) for ccd in range(1, 4)]
+    weight = rng.integers(0, 5, size=(10, 10)).astype(np.int16)
+
+    def mef() -> fits.HDUList:
+        # Built afresh each time: writing with checksum=True adds the cards to the HDUs.
+        return fits.HDUList(
+            [fits.PrimaryHDU()]
+            + [fits.ImageHDU(pixels, name="SCI", ver=ccd) for ccd, pixels in enumerate(science, 1)]
+            + [fits.ImageHDU(weight, name="WHT")]
+        )
+
+    files["mef.fits"] = (to_bytes(mef(), checksum=True), True)
+    files["mef-nochecksum.fits"] = (to_bytes(mef(), checksum=False), False)
+    table = fits.BinTableHDU.from_columns(
+        [
+            fits.Column(name="id", format="K", array=np.arange(50)),
+            fits.Column(name="flux", format="E", array=rng.normal(size=50).astype(np.float32)),
+            fits.Column(
+                name="spectrum",
+                format="PE()",
+                array=np.array([rng.normal(size=n).astype(np.float32) for n in range(1, 51)], dtype=object),
+            ),
+        ],
+        name="CATALOG",
+    )
+    files["table-heap.fits"] = (to_bytes(fits.HDUList([fits.PrimaryHDU(), table]), checksum=True), True)
+    compressed = fits.CompImageHDU(rng.normal(size=(64, 48)).astype(np.float32), name="COMP")
+    files["compressed.fits.fz"] = (to_bytes(fits.HDUList([fits.PrimaryHDU(), compressed]), checksum=True), True)
+    return files
+
+
+def astropy_view(data: bytes):
+    """The raw HDUs as astropy reads them (tile-compressed ones as their binary tables)."""
+    return fits.open(io.BytesIO(data), disable_image_compression=True, checksum=False)
+
+
+def check_name(verdict: int) -> str:
+    # astropy: 1 = valid, 0 = invalid, 2 = card absent.
+    return {1: "valid", 0: "invalid", 2: "absent"}[verdict]
+
+
+@pytest.mark.parametrize("name", sorted(sample_files()))
+def test_index_matches_astropy(dataserver: Dataserver, name: str):
+    data, with_checksum = sample_files()[name]
+    assert dataserver.put(f"fits/{name}", data).status_code == 201
+    response = dataserver.api(f"/fits/{name}", fitsindex="")
+    assert response.status_code == 200, response.text
+    index = response.json()
+    assert index["valid"] is True, index
+    with astropy_view(data) as hdul, warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert len(index["hdus"]) == len(hdul)
+        for number, (hdu, ours) in enumerate(zip(hdul, index["hdus"])):
+            info = hdul.fileinfo(number)
+            assert ours["index"] == number
+            assert ours["header_offset"] == info["hdrLoc"]
+            assert ours["data_offset"] == info["datLoc"]
+            assert ours["data_span"] == info["datSpan"]
+            header = hdu.header
+            assert ours["bitpix"] == header["BITPIX"]
+            assert ours["naxis"] == [header[f"NAXIS{axis}"] for axis in range(1, header["NAXIS"] + 1)]
+            assert ours["xtension"] == (header.get("XTENSION").strip() if number else None)
+            assert ours["extname"] == header.get("EXTNAME")
+            assert ours["extver"] == header.get("EXTVER")
+            assert ours["pcount"] == header.get("PCOUNT", 0)
+            assert ours["zimage"] == bool(header.get("ZIMAGE", False))
+            assert ours["checksum"] == check_name(hdu.verify_checksum())
+            assert ours["datasum"] == check_name(hdu.verify_datasum())
+            if with_checksum:
+                assert ours["checksum"] == "valid"
+    assert index["checksum"] == ("valid" if with_checksum else "absent")
+    head = dataserver.head(f"fits/{name}")
+    assert head.headers["x-fits-hdus"] == str(len(index["hdus"]))
+    assert head.headers["x-fits-checksum"] == index["checksum"]
+
+
+def test_a_corrupted_checksum_is_reported(dataserver: Dataserver):
+    data = bytearray(sample_files()["mef.fits"][0])
+    with astropy_view(bytes(data)) as hdul:
+        info = hdul.fileinfo(2)
+    data[info["datLoc"] + 17] ^= 0x40
+    assert dataserver.put("fits/bad.fits", bytes(data)).status_code == 201
+    index = dataserver.api("/fits/bad.fits", fitsindex="").json()
+    with astropy_view(bytes(data)) as hdul, warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        verdicts = [check_name(hdu.verify_checksum()) for hdu in hdul]
+    assert [hdu["checksum"] for hdu in index["hdus"]] == verdicts
+    assert verdicts[2] == "invalid" and verdicts.count("invalid") == 1
+    assert index["checksum"] == "invalid"
+    assert dataserver.get("fits/bad.fits").headers["x-fits-checksum"] == "invalid"
+
+
+def test_single_hdus_are_the_stored_bytes(dataserver: Dataserver):
+    data = sample_files()["mef.fits"][0]
+    assert dataserver.put("fits/mef.fits", data).status_code == 201
+    with astropy_view(data) as hdul:
+        spans = [(hdul.fileinfo(n)["hdrLoc"], hdul.fileinfo(n)["datLoc"] + hdul.fileinfo(n)["datSpan"]) for n in range(len(hdul))]
+        expected_sci2 = hdul["SCI", 2].data.copy()
+    for number, (start, end) in enumerate(spans):
+        response = dataserver.api("/fits/mef.fits", hdu=number)
+        assert response.status_code == 200
+        assert response.headers["content-type"] == "application/fits"
+        assert response.content == data[start:end]
+    by_name = dataserver.api("/fits/mef.fits", hdu="sci,2")
+    assert by_name.content == data[spans[2][0] : spans[2][1]]
+    assert dataserver.api("/fits/mef.fits", hdu="WHT").content == data[spans[4][0] : spans[4][1]]
+    # Standalone: a FITS file of its own whose checksums verify, with the same pixels.
+    standalone = dataserver.api("/fits/mef.fits", hdu="SCI,2", standalone=1)
+    assert standalone.status_code == 200
+    with fits.open(io.BytesIO(standalone.content), checksum=True) as hdul, warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert len(hdul) == 2
+        assert hdul[0].verify_checksum() == 1 and hdul[1].verify_checksum() == 1
+        np.testing.assert_array_equal(hdul[1].data, expected_sci2)
+    # The primary HDU standalone is just itself.
+    primary = dataserver.api("/fits/mef.fits", hdu=0, standalone=1)
+    assert primary.content == data[spans[0][0] : spans[0][1]]
+    for missing in ("9", "NOPE", "SCI,7"):
+        refused = dataserver.api("/fits/mef.fits", hdu=missing)
+        assert refused.status_code == 400
+        assert "no such HDU" in refused.json()["error"]
+
+
+def test_headers_as_text(dataserver: Dataserver):
+    data = sample_files()["table-heap.fits"][0]
+    assert dataserver.put("fits/table.fits", data).status_code == 201
+    with astropy_view(data) as hdul:
+        expected = [hdu.header.tostring(sep="\n", endcard=True, padding=False) for hdu in hdul]
+    one = dataserver.api("/fits/table.fits", header="", hdu=1)
+    assert one.status_code == 200
+    assert one.headers["content-type"].startswith("text/plain")
+    assert one.text == expected[1] + "\n"
+    assert all(len(line) == 80 for line in one.text.splitlines())
+    every = dataserver.api("/fits/table.fits", header="")
+    assert every.text == "\n".join(text + "\n" for text in expected)
+    assert int(every.headers["content-length"]) == len(every.content)
+
+
+def test_broken_and_foreign_bodies(dataserver: Dataserver):
+    data = sample_files()["mef.fits"][0]
+    truncated = data[: len(data) - 3000]
+    assert dataserver.put("fits/cut.fits", truncated).status_code == 201
+    assert dataserver.get("fits/cut.fits").content == truncated
+    index = dataserver.api("/fits/cut.fits", fitsindex="").json()
+    assert index["valid"] is False and "ends" in index["reason"]
+    # The HDUs before the damage are still served.
+    assert dataserver.api("/fits/cut.fits", hdu=1).status_code == 200
+    assert dataserver.api("/fits/cut.fits", hdu=4).status_code == 400
+    assert dataserver.put("plain.txt", b"not FITS at all").status_code == 201
+    refused = dataserver.api("/plain.txt", fitsindex="")
+    assert refused.status_code == 400
+    assert "not a FITS file" in refused.json()["error"]
+    assert "x-fits-hdus" not in dataserver.head("plain.txt").headers
+    assert dataserver.api("/fits/cut.fits", hdu="SCI,x").status_code == 400
