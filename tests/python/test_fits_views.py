@@ -184,3 +184,65 @@ def test_broken_and_foreign_bodies(dataserver: Dataserver):
     assert "not a FITS file" in refused.json()["error"]
     assert "x-fits-hdus" not in dataserver.head("plain.txt").headers
     assert dataserver.api("/fits/cut.fits", hdu="SCI,x").status_code == 400
+
+
+def image_with_wcs() -> tuple[bytes, np.ndarray]:
+    """An OmegaCAM-like extension: a float32 CCD image with a TAN WCS, behind an empty primary."""
+    from astropy.wcs import WCS
+
+    rng = np.random.default_rng(seed=32)
+    pixels = rng.normal(1000.0, 30.0, size=(120, 90)).astype(np.float32)
+    wcs = WCS(naxis=2)
+    wcs.wcs.ctype = ["RA---TAN", "DEC--TAN"]
+    wcs.wcs.crval = [129.0, -0.5]
+    wcs.wcs.crpix = [45.5, 60.25]
+    wcs.wcs.cdelt = [-0.000057, 0.000057]
+    ccd = fits.ImageHDU(pixels, header=wcs.to_header(), name="CCD_7")
+    return to_bytes(fits.HDUList([fits.PrimaryHDU(), ccd]), checksum=True), pixels
+
+
+def test_cutouts_match_astropy_sections_and_wcs(dataserver: Dataserver):
+    from astropy.wcs import WCS
+
+    data, pixels = image_with_wcs()
+    assert dataserver.put("fits/ccd.fits", data).status_code == 201
+    with fits.open(io.BytesIO(data)) as hdul:
+        source_wcs = WCS(hdul[1].header)
+        expected = hdul[1].section[10:40, 5:25]  # numpy order, 0-based, end exclusive
+    # section= is 1-based and inclusive, rows first: rows 11..40, columns 6..25.
+    for params in ({"hdu": 1, "section": "11:40,6:25"}, {"hdu": "CCD_7", "section": "11:40,6:25"}, {"FLO": "6,11", "FHI": "25,40"}):
+        response = dataserver.api("/fits/ccd.fits", **params)
+        assert response.status_code == 200, (params, response.text)
+        assert response.headers["content-type"] == "application/fits"
+        with fits.open(io.BytesIO(response.content), checksum=True) as cut, warnings.catch_warnings():
+            warnings.simplefilter("error")
+            assert len(cut) == 1
+            assert cut[0].verify_checksum() == 1 and cut[0].verify_datasum() == 1
+            np.testing.assert_array_equal(cut[0].data, expected)
+            assert cut[0].header["EXTNAME"] == "CCD_7"
+            cut_wcs = WCS(cut[0].header)
+        # The cut-out's first pixel is the source's pixel (6, 11), 1-based: the same sky.
+        for x, y in ((1, 1), (20, 30), (7.5, 3.25)):
+            ours = cut_wcs.all_pix2world([[x, y]], 1)[0]
+            theirs = source_wcs.all_pix2world([[x + 5, y + 10]], 1)[0]
+            np.testing.assert_allclose(ours, theirs, rtol=0, atol=1e-10)
+    whole = dataserver.api("/fits/ccd.fits", hdu=1, section="1:120,1:90")
+    with fits.open(io.BytesIO(whole.content)) as cut:
+        np.testing.assert_array_equal(cut[0].data, pixels)
+
+
+def test_cutouts_refuse_what_they_cannot_serve(dataserver: Dataserver):
+    data, _ = image_with_wcs()
+    assert dataserver.put("fits/ccd.fits", data).status_code == 201
+    outside = dataserver.api("/fits/ccd.fits", hdu=1, section="100:121,1:10")
+    assert outside.status_code == 400
+    assert "leaves the 90 × 120 image" in outside.json()["error"]
+    assert dataserver.api("/fits/ccd.fits", hdu=1, section="0:3,1:2").status_code == 400
+    assert dataserver.api("/fits/ccd.fits", hdu=0, section="1:1,1:1").status_code == 400
+    compressed = sample_files()["compressed.fits.fz"][0]
+    assert dataserver.put("fits/c.fits.fz", compressed).status_code == 201
+    refused = dataserver.api("/fits/c.fits.fz", hdu=1, section="1:2,1:2")
+    assert refused.status_code == 400 and "tile-compressed" in refused.json()["error"]
+    table = sample_files()["table-heap.fits"][0]
+    assert dataserver.put("fits/t.fits", table).status_code == 201
+    assert dataserver.api("/fits/t.fits", hdu=1, section="1:2,1:2").status_code == 400

@@ -1,7 +1,11 @@
 //! FITS views of an object, served from the index built at ingest: `?fitsindex` (the index as
 //! JSON), `?header[&hdu=…]` (header cards as text), and `?hdu=N` or `?hdu=EXTNAME[,EXTVER]`
 //! (one HDU's bytes as stored, a ranged read; `&standalone=1` puts a minimal primary header in
-//! front of an extension so the result is a FITS file of its own).
+//! front of an extension so the result is a FITS file of its own), and cut-outs of 2-D images:
+//! `?hdu=N&section=y1:y2,x1:x2` (1-based, inclusive, in numpy axis order: rows first) or the
+//! legacy `?FLO=x1,y1&FHI=x2,y2`, answered as a FITS image of the box whose header keeps the
+//! source's cards, with CRPIXn shifted and checksum cards recomputed. Only the rows of the box
+//! are read.
 //!
 //! HDUs are numbered from 0 (the primary), as astropy numbers them. Every byte served comes
 //! through the store's (verified) reads; nothing here reads a file.
@@ -45,7 +49,26 @@ pub enum FitsView {
         /// `standalone=1`.
         standalone: bool,
     },
+    /// `?hdu=…&section=…` or `?FLO=…&FHI=…` (the first HDU with an image when none is named).
+    Cutout {
+        /// Which HDU.
+        hdu: Option<HduSelector>,
+        /// The box.
+        cut: PixelBox,
+    },
 }
+
+/// A box of pixels, 1-based and inclusive on both ends, as FITS counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PixelBox {
+    /// First and last column (axis 1).
+    pub x: (u64, u64),
+    /// First and last row (axis 2).
+    pub y: (u64, u64),
+}
+
+/// Largest cut-out served: the box is gathered in memory to sum it for its checksum cards.
+const MAX_CUTOUT_BYTES: u64 = 64 << 20;
 
 /// The FITS view a query asks for; `None` for a plain object read.
 pub fn parse_view(query: &str) -> Result<Option<FitsView>> {
@@ -53,11 +76,16 @@ pub fn parse_view(query: &str) -> Result<Option<FitsView>> {
     let mut header = false;
     let mut hdu = None;
     let mut standalone = false;
+    let mut section = None;
+    let (mut low, mut high) = (None, None);
     for (name, value) in form_pairs(query) {
         match name.as_str() {
             "fitsindex" => index = true,
             "header" => header = true,
             "hdu" => hdu = Some(parse_hdu(&value)?),
+            "section" => section = Some(parse_section(&value)?),
+            "FLO" => low = Some(parse_corner(&value, "FLO")?),
+            "FHI" => high = Some(parse_corner(&value, "FHI")?),
             "standalone" => {
                 standalone = match value.as_str() {
                     "" | "1" | "true" => true,
@@ -67,6 +95,22 @@ pub fn parse_view(query: &str) -> Result<Option<FitsView>> {
             }
             _ => {}
         }
+    }
+    let legacy = match (low, high) {
+        (Some((x1, y1)), Some((x2, y2))) => Some(ordered(x1, x2, y1, y2)?),
+        (None, None) => None,
+        _ => return Err(bad("FLO and FHI go together: FLO=x1,y1&FHI=x2,y2")),
+    };
+    if let Some(cut) = section.or(legacy) {
+        if index || header || standalone || (section.is_some() && legacy.is_some()) {
+            return Err(bad(
+                "a cut-out takes hdu= and one box (section= or FLO/FHI) only",
+            ));
+        }
+        if section.is_some() && hdu.is_none() {
+            return Err(bad("section= needs hdu= (0 is the primary HDU)"));
+        }
+        return Ok(Some(FitsView::Cutout { hdu, cut }));
     }
     let view = match (index, header, hdu) {
         (true, false, None) => FitsView::Index,
@@ -100,6 +144,41 @@ fn parse_hdu(value: &str) -> Result<HduSelector> {
         None => (value, None),
     };
     Ok(HduSelector::Name(name.trim().to_owned(), version))
+}
+
+/// `y1:y2,x1:x2`.
+fn parse_section(value: &str) -> Result<PixelBox> {
+    let refuse = || bad("section must be y1:y2,x1:x2 (1-based, inclusive, rows first)");
+    let (rows, columns) = value.split_once(',').ok_or_else(refuse)?;
+    let span = |text: &str| -> Result<(u64, u64)> {
+        let (first, last) = text.split_once(':').ok_or_else(refuse)?;
+        let number = |text: &str| text.trim().parse::<u64>().map_err(|_| refuse());
+        Ok((number(first)?, number(last)?))
+    };
+    let (y1, y2) = span(rows)?;
+    let (x1, x2) = span(columns)?;
+    ordered(x1, x2, y1, y2)
+}
+
+/// `x,y` of the legacy FLO/FHI parameters.
+fn parse_corner(value: &str, name: &str) -> Result<(u64, u64)> {
+    let refuse = || ApiError::BadRequest(format!("{name} must be x,y (1-based pixel numbers)"));
+    let (x, y) = value.split_once(',').ok_or_else(refuse)?;
+    let number = |text: &str| text.trim().parse::<u64>().map_err(|_| refuse());
+    Ok((number(x)?, number(y)?))
+}
+
+fn ordered(x1: u64, x2: u64, y1: u64, y2: u64) -> Result<PixelBox> {
+    if x1 == 0 || y1 == 0 {
+        return Err(bad("pixel numbers start at 1"));
+    }
+    if x2 < x1 || y2 < y1 {
+        return Err(bad("a box ends at or after where it starts"));
+    }
+    Ok(PixelBox {
+        x: (x1, x2),
+        y: (y1, y2),
+    })
 }
 
 fn bad(message: &str) -> ApiError {
@@ -173,6 +252,19 @@ pub async fn respond(
             let body = body_of(app, stream::iter(pieces).flatten().boxed());
             ("application/fits", length, body)
         }
+        FitsView::Cutout { hdu, cut } => {
+            let (_, hdu) = match &hdu {
+                Some(selector) => find(&index, selector)?,
+                None => index
+                    .hdus
+                    .iter()
+                    .enumerate()
+                    .find(|(_, hdu)| hdu.naxis.len() == 2 && !hdu.zimage && hdu.data_len > 0)
+                    .ok_or_else(|| bad("the file has no 2-D image to cut"))?,
+            };
+            let cutout = cutout(app, &object, hdu, cut).await?;
+            ("application/fits", cutout.len() as u64, full(cutout))
+        }
         FitsView::Header(selector) => {
             let chosen: Vec<&Hdu> = match &selector {
                 Some(selector) => vec![find(&index, selector)?.1],
@@ -234,6 +326,164 @@ async fn cards_before_end(app: &App, object: &storage::StoredObject, hdu: &Hdu) 
     Err(ApiError::BadRequest(
         "the header has no END card where the index says it ends".into(),
     ))
+}
+
+/// The header cards of an HDU up to (not including) `END`.
+async fn header_cards(app: &App, object: &storage::StoredObject, hdu: &Hdu) -> Result<Vec<Bytes>> {
+    let cards = cards_before_end(app, object, hdu).await?;
+    let range = hdu.header_offset..hdu.header_offset + (cards - 1) * fits::CARD_BYTES as u64;
+    let mut pieces = object.read(range, app.config.verify_reads)?;
+    let mut header = BytesMut::new();
+    while let Some(piece) = pieces.next().await {
+        header.extend_from_slice(&piece?);
+    }
+    let header = header.freeze();
+    Ok((0..header.len() / fits::CARD_BYTES)
+        .map(|card| header.slice(card * fits::CARD_BYTES..(card + 1) * fits::CARD_BYTES))
+        .collect())
+}
+
+/// A FITS file holding the pixels of `cut` of the 2-D image `hdu`.
+async fn cutout(
+    app: &App,
+    object: &storage::StoredObject,
+    hdu: &Hdu,
+    cut: PixelBox,
+) -> Result<Bytes> {
+    if hdu.zimage {
+        return Err(bad(
+            "the HDU is a tile-compressed image: cut-outs need an uncompressed one",
+        ));
+    }
+    let [width, height] = hdu.naxis[..] else {
+        return Err(ApiError::BadRequest(format!(
+            "cut-outs need a 2-D image; the HDU has {} axes",
+            hdu.naxis.len()
+        )));
+    };
+    if hdu
+        .xtension
+        .as_deref()
+        .is_some_and(|xtension| xtension != "IMAGE")
+    {
+        return Err(bad("cut-outs need an image HDU, not a table"));
+    }
+    if cut.x.1 > width || cut.y.1 > height {
+        return Err(ApiError::BadRequest(format!(
+            "the box x {}..{}, y {}..{} leaves the {width} × {height} image",
+            cut.x.0, cut.x.1, cut.y.0, cut.y.1
+        )));
+    }
+    let pixel = hdu.bitpix.unsigned_abs() / 8;
+    let row_bytes = (cut.x.1 - cut.x.0 + 1) * pixel;
+    let rows = cut.y.1 - cut.y.0 + 1;
+    let data_len = row_bytes * rows;
+    if data_len > MAX_CUTOUT_BYTES {
+        return Err(ApiError::BadRequest(format!(
+            "the cut-out would be {data_len} bytes, more than the {MAX_CUTOUT_BYTES} served at once: ask for a smaller box"
+        )));
+    }
+    // Only the rows of the box are read, each its own range.
+    let ranges: Vec<Range<u64>> = (cut.y.0..=cut.y.1)
+        .map(|row| {
+            let start = hdu.data_offset + ((row - 1) * width + (cut.x.0 - 1)) * pixel;
+            start..start + row_bytes
+        })
+        .collect();
+    let padded_len =
+        usize::try_from(data_len.div_ceil(fits::BLOCK_BYTES as u64) * fits::BLOCK_BYTES as u64)
+            .expect("bounded by MAX_CUTOUT_BYTES");
+    let mut data = BytesMut::with_capacity(padded_len);
+    for range in ranges {
+        let mut pieces = object.read(range, app.config.verify_reads)?;
+        while let Some(piece) = pieces.next().await {
+            data.extend_from_slice(&piece?);
+        }
+    }
+    data.resize(padded_len, 0);
+    let source_cards = header_cards(app, object, hdu).await?;
+    let mut cards = vec![
+        fixed_card("SIMPLE", "T"),
+        fixed_card("BITPIX", &hdu.bitpix.to_string()),
+        fixed_card("NAXIS", "2"),
+        fixed_card("NAXIS1", &(cut.x.1 - cut.x.0 + 1).to_string()),
+        fixed_card("NAXIS2", &rows.to_string()),
+    ];
+    for card in &source_cards {
+        let keyword = card[..8].trim_ascii_end();
+        let structural = matches!(
+            keyword,
+            b"SIMPLE"
+                | b"XTENSION"
+                | b"BITPIX"
+                | b"NAXIS"
+                | b"PCOUNT"
+                | b"GCOUNT"
+                | b"EXTEND"
+                | b"CHECKSUM"
+                | b"DATASUM"
+        ) || (keyword.starts_with(b"NAXIS")
+            && keyword[5..].iter().all(u8::is_ascii_digit));
+        if structural {
+            continue;
+        }
+        let shift = match keyword {
+            b"CRPIX1" => Some(cut.x.0 - 1),
+            b"CRPIX2" => Some(cut.y.0 - 1),
+            _ => None,
+        };
+        match shift.and_then(|shift| shifted_crpix(card, shift)) {
+            Some(shifted) => cards.push(shifted),
+            None => cards.push(card.to_vec()),
+        }
+    }
+    let mut data_sum = fits::OnesSum::default();
+    data_sum.add(&data);
+    cards.push(text_card("DATASUM", &data_sum.value().to_string()));
+    cards.push(text_card("CHECKSUM", "0000000000000000"));
+    cards.push(format!("{:<80}", "END").into_bytes());
+    let mut file: Vec<u8> = cards.concat();
+    file.resize(
+        file.len().div_ceil(fits::BLOCK_BYTES) * fits::BLOCK_BYTES,
+        b' ',
+    );
+    let mut sum = fits::OnesSum::default();
+    sum.add(&file);
+    sum.add_sum(data_sum);
+    let at = (cards.len() - 2) * fits::CARD_BYTES + 11;
+    file[at..at + 16].copy_from_slice(&fits::encode_checksum(!sum.value()));
+    file.extend_from_slice(&data);
+    Ok(Bytes::from(file))
+}
+
+/// A card with a fixed-format value (right-justified to column 30).
+fn fixed_card(keyword: &str, value: &str) -> Vec<u8> {
+    format!("{:<80}", format!("{keyword:<8}= {value:>20}")).into_bytes()
+}
+
+/// A card with a string value.
+fn text_card(keyword: &str, value: &str) -> Vec<u8> {
+    format!("{:<80}", format!("{keyword:<8}= '{value}'")).into_bytes()
+}
+
+/// A `CRPIXn` card with its value less `shift`, keeping its comment; `None` when the value is
+/// not a number (the card is then kept as it is).
+fn shifted_crpix(card: &[u8], shift: u64) -> Option<Vec<u8>> {
+    let keyword = std::str::from_utf8(card[..8].trim_ascii_end()).ok()?;
+    let field = std::str::from_utf8(&card[10..]).ok()?;
+    let (value, comment) = match field.split_once('/') {
+        Some((value, comment)) => (value, Some(comment.trim())),
+        None => (field, None),
+    };
+    let value: f64 = value.trim().replace(['D', 'd'], "E").parse().ok()?;
+    let shifted = format!("{:?}", value - shift as f64);
+    let mut text = format!("{keyword:<8}= {shifted:>20}");
+    if let Some(comment) = comment.filter(|comment| !comment.is_empty()) {
+        text.push_str(" / ");
+        text.push_str(comment);
+    }
+    text.truncate(fits::CARD_BYTES);
+    Some(format!("{text:<80}").into_bytes())
 }
 
 /// Header bytes (whole cards) as text lines of 80 characters.
@@ -335,7 +585,36 @@ mod tests {
                 standalone: false
             }))
         );
+        assert_eq!(
+            view("hdu=1&section=10:20,5:7"),
+            Ok(Some(FitsView::Cutout {
+                hdu: Some(HduSelector::Number(1)),
+                cut: PixelBox {
+                    x: (5, 7),
+                    y: (10, 20)
+                }
+            }))
+        );
+        assert_eq!(
+            view("FLO=5,10&FHI=7,20"),
+            Ok(Some(FitsView::Cutout {
+                hdu: None,
+                cut: PixelBox {
+                    x: (5, 7),
+                    y: (10, 20)
+                }
+            }))
+        );
         for refused in [
+            "section=1:2,1:2",
+            "hdu=1&section=0:2,1:2",
+            "hdu=1&section=3:2,1:2",
+            "hdu=1&section=1:2",
+            "hdu=1&section=a:b,1:2",
+            "FLO=1,1",
+            "FLO=1,1&FHI=2",
+            "hdu=1&section=1:2,1:2&FLO=1,1&FHI=2,2",
+            "hdu=1&section=1:2,1:2&header",
             "hdu=",
             "hdu=SCI,x",
             "standalone=1",
@@ -348,6 +627,32 @@ mod tests {
     }
 
     use storage::fits::Check;
+
+    #[test]
+    fn crpix_cards_shift_and_keep_their_comment() {
+        let card = format!(
+            "{:<80}",
+            "CRPIX1  =               1024.5 / Pixel coordinate of reference point"
+        );
+        let shifted = shifted_crpix(card.as_bytes(), 100).expect("a number");
+        assert_eq!(shifted.len(), 80);
+        assert!(
+            String::from_utf8(shifted).expect("ascii").starts_with(
+                "CRPIX1  =                924.5 / Pixel coordinate of reference point"
+            ),
+        );
+        let exponent = format!("{:<80}", "CRPIX2  =  1.0000000000000D+01");
+        let shifted = shifted_crpix(exponent.as_bytes(), 4).expect("a number");
+        assert!(
+            String::from_utf8(shifted)
+                .expect("ascii")
+                .starts_with("CRPIX2  =                  6.0")
+        );
+        assert_eq!(
+            shifted_crpix(format!("{:<80}", "CRPIX1  = 'x'").as_bytes(), 1),
+            None
+        );
+    }
 
     #[test]
     fn the_minimal_primary_header_verifies() {
