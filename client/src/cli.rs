@@ -4,7 +4,7 @@
 //!
 //! The server's URL and token come from flags, then `DS_URL` / `DS_TOKEN`, then the config
 //! file (`$DS_CONFIG`, else `$XDG_CONFIG_HOME/ds/config.toml`, else `~/.config/ds/config.toml`).
-//! Exit codes are listed in [`Failure::exit_code`]. Errors are printed as sentences, never as
+//! Exit codes are listed at `Failure::exit_code`. Errors are printed as sentences, never as
 //! debug dumps; progress bars appear only when stderr is a terminal.
 
 use std::io::{IsTerminal as _, Write as _};
