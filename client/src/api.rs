@@ -155,6 +155,21 @@ mod tests {
         check("ü", "/%C3%BC");
     }
 
+    proptest::proptest! {
+        /// Encoded paths decode back to the key, and keep `/` only between segments.
+        #[test]
+        fn key_paths_decode_to_the_key(segments in proptest::collection::vec("[^/]{1,12}", 1..5)) {
+            let key = segments.join("/");
+            let path = key_path(&key);
+            proptest::prop_assert_eq!(path.matches('/').count(), segments.len());
+            for encoded in path[1..].split('/') {
+                proptest::prop_assert!(!encoded.contains(['?', '#', ' ']));
+            }
+            let decoded = percent_encoding::percent_decode_str(&path[1..]).decode_utf8().expect("utf-8");
+            proptest::prop_assert_eq!(decoded, key);
+        }
+    }
+
     #[test]
     fn bodies_round_trip() {
         let page = ListPage {

@@ -876,6 +876,16 @@ mod tests {
         check("100-", 100, None);
     }
 
+    proptest::proptest! {
+        /// Any text: no panic, and a range is always inside the object and not empty.
+        #[test]
+        fn ranges_stay_inside_the_object(text in "[-0-9]{0,12}", size in 1u64..1 << 40) {
+            if let Some(range) = parse_range(&text, size) {
+                proptest::prop_assert!(range.start < range.end && range.end <= size);
+            }
+        }
+    }
+
     #[test]
     fn destinations() {
         assert_eq!(

@@ -781,6 +781,20 @@ mod tests {
         assert_eq!(parse_content_range("items 0-1/2"), None);
     }
 
+    proptest::proptest! {
+        #[test]
+        fn content_ranges_round_trip(start in 0u64..1 << 50, length in 1u64..1 << 40, extra in 0u64..1 << 40) {
+            let end = start + length;
+            let text = format!("bytes {start}-{}/{}", end - 1, end + extra);
+            proptest::prop_assert_eq!(parse_content_range(&text), Some((start, end, end + extra)));
+        }
+
+        #[test]
+        fn content_range_parsing_never_panics(text in "\\PC{0,40}") {
+            let _ = parse_content_range(&text);
+        }
+    }
+
     #[test]
     fn urls_are_checked() {
         assert!(Client::new("http://127.0.0.1:8080").is_ok());

@@ -96,6 +96,13 @@ mod tests {
         );
     }
 
+    proptest::proptest! {
+        #[test]
+        fn retry_after_parsing_never_panics(text in "\\PC{0,40}") {
+            let _ = parse_retry_after(&text);
+        }
+    }
+
     #[test]
     fn retry_after_values() {
         assert_eq!(parse_retry_after("1"), Some(Duration::from_secs(1)));
