@@ -154,7 +154,7 @@ impl Failure {
             Error::Conflict { .. } => 4,
             Error::DigestMismatch { .. } => 5,
             Error::Unauthorized { .. } | Error::Forbidden { .. } => 6,
-            Error::Transport { .. } => 7,
+            Error::Transport { .. } | Error::Tls { .. } => 7,
             Error::Server { .. } => 8,
             Error::Config(_) => 2,
             _ => 1,
@@ -176,6 +176,9 @@ impl Failure {
             Error::Transport { message, .. } => {
                 format!("cannot reach the server at {url}: {message}")
             }
+            Error::Tls { message } => format!(
+                "cannot connect securely to {url}: {message}; if the server's certificate is signed by your own authority, give its PEM file with --cacert or cacert in the config file"
+            ),
             other => other.to_string(),
         };
         Self {

@@ -144,7 +144,10 @@ impl Client {
             })
             .transpose()?;
         let http = reqwest::Client::builder()
-            .tls_backend_preconfigured(tls_config(options.ca_file.as_deref())?)
+            .tls_backend_preconfigured(tls_config(
+                options.ca_file.as_deref(),
+                parsed.scheme() == "https",
+            )?)
             .connect_timeout(options.connect_timeout)
             .read_timeout(options.read_timeout)
             .tcp_nodelay(true)
@@ -645,8 +648,10 @@ pub(crate) async fn spawn_blocking<T: Send + 'static>(
 }
 
 /// The TLS settings: rustls with the ring provider (as the daemon), HTTP/1.1, and either the
-/// operating system's trust store or only the authorities in `ca_file`.
-fn tls_config(ca_file: Option<&Path>) -> Result<rustls::ClientConfig> {
+/// operating system's trust store or only the authorities in `ca_file`. For a plain `http://`
+/// server no request ever uses TLS (redirects are not followed), so the system's certificates
+/// are not loaded at all: an empty trust store refuses everything.
+fn tls_config(ca_file: Option<&Path>, https: bool) -> Result<rustls::ClientConfig> {
     use rustls_pki_types::CertificateDer;
     use rustls_pki_types::pem::PemObject;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
@@ -673,6 +678,9 @@ fn tls_config(ca_file: Option<&Path>) -> Result<rustls::ClientConfig> {
             }
             builder.with_root_certificates(roots).with_no_client_auth()
         }
+        None if !https => builder
+            .with_root_certificates(rustls::RootCertStore::empty())
+            .with_no_client_auth(),
         None => {
             let verifier = rustls_platform_verifier::Verifier::new(provider).map_err(|error| {
                 Error::Config(format!("cannot load the system's certificates: {error}"))

@@ -69,6 +69,13 @@ pub enum Error {
         #[source]
         source: Option<reqwest::Error>,
     },
+    /// The TLS handshake failed: the server's certificate was refused (not signed by a trusted
+    /// authority, or not for this host). Never retried.
+    #[error("{message}")]
+    Tls {
+        /// What failed, with its causes.
+        message: String,
+    },
     /// The server answered something this client does not understand.
     #[error("unexpected answer from the server: {0}")]
     Protocol(String),
@@ -135,11 +142,36 @@ impl From<reqwest::Error> for Error {
             message.push_str(&cause.to_string());
             source = cause.source();
         }
+        if refused_by_tls(&error) {
+            return Error::Tls { message };
+        }
         Error::Transport {
             message,
             source: Some(error),
         }
     }
+}
+
+/// Whether rustls refused the connection (a certificate or protocol error, which a retry
+/// cannot mend).
+fn refused_by_tls(error: &reqwest::Error) -> bool {
+    std::error::Error::source(error).is_some_and(is_tls_error)
+}
+
+/// rustls reports through `io::Error`s (possibly nested) whose inner error is a
+/// `rustls::Error`; `io::Error::source` skips the inner error itself, so look inside.
+fn is_tls_error(error: &(dyn std::error::Error + 'static)) -> bool {
+    if error.is::<rustls::Error>() {
+        return true;
+    }
+    if let Some(inner) = error
+        .downcast_ref::<std::io::Error>()
+        .and_then(std::io::Error::get_ref)
+        && is_tls_error(inner)
+    {
+        return true;
+    }
+    error.source().is_some_and(is_tls_error)
 }
 
 /// An `Io` error maker for `map_err`.

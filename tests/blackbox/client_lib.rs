@@ -438,3 +438,45 @@ fn busy_answers_are_retried_after_retry_after() {
     releaser.join().expect("releaser");
     assert!(daemon.log().lines().any(|line| line.contains("status=503")));
 }
+
+#[test]
+fn https_is_verified_against_the_given_authorities() {
+    let keys = tempfile::TempDir::new().expect("temp");
+    let (cert, config) = crate::harness::tls_config(keys.path());
+    let daemon = start_with_config(Some(&config));
+    assert_eq!(daemon.scheme, "https");
+    let cacert = cert.to_str().expect("utf-8 path");
+    let with_ds = daemon.ds(keys.path(), None, &["status", "--cacert", cacert]);
+    assert_eq!(with_ds.code, 0, "{with_ds:?}");
+    let without = daemon.ds(keys.path(), None, &["status"]);
+    assert_eq!(without.code, 7, "{without:?}");
+    assert!(without.stderr.contains("--cacert"), "{}", without.stderr);
+    let trusting = Client::with_options(
+        &daemon.url(""),
+        ClientOptions {
+            token: Some(daemon.token.clone()),
+            ca_file: Some(cert.clone()),
+            ..ClientOptions::default()
+        },
+    )
+    .expect("client");
+    let untrusting = client_of(&daemon, None);
+    runtime().block_on(async {
+        let data = bytes(200_000, 9);
+        trusting
+            .put_bytes("secure", data.clone(), &PutOptions::default())
+            .await
+            .expect("put over TLS");
+        assert_eq!(
+            &trusting.get_range("secure", 5..15).await.expect("range")[..],
+            &data[5..15]
+        );
+        // The system's trust store does not know the self-signed certificate: refused.
+        match untrusting.status().await {
+            Err(Error::Tls { message }) => {
+                assert!(message.to_lowercase().contains("certificate"), "{message}")
+            }
+            other => panic!("expected a refused certificate, got {other:?}"),
+        }
+    });
+}

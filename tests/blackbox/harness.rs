@@ -483,6 +483,72 @@ fn parse_head(head: &str, body: Vec<u8>) -> Reply {
     }
 }
 
+/// A certificate authority and a server certificate for 127.0.0.1 it signed, made with
+/// openssl in `dir`: answers the authority's certificate (what clients trust) and the daemon
+/// configuration that serves TLS with the server certificate. Two levels, because rustls (as
+/// the web PKI rules say) refuses a CA certificate used as a server's own.
+pub fn tls_config(dir: &Path) -> (PathBuf, String) {
+    let openssl = |args: &[&str]| {
+        let status = Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .stderr(Stdio::null())
+            .status()
+            .expect("run openssl");
+        assert!(status.success(), "openssl {args:?}");
+    };
+    let new_key = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    let mut ca = vec![
+        "req",
+        "-x509",
+        "-days",
+        "1",
+        "-subj",
+        "/CN=dataserver test CA",
+    ];
+    ca.extend(new_key);
+    ca.extend(["-keyout", "ca-key.pem", "-out", "ca.pem"]);
+    openssl(&ca);
+    let mut request = vec!["req", "-subj", "/CN=127.0.0.1"];
+    request.extend(new_key);
+    request.extend(["-keyout", "key.pem", "-out", "server.csr"]);
+    openssl(&request);
+    std::fs::write(
+        dir.join("server.ext"),
+        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n",
+    )
+    .expect("write extensions");
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca-key.pem",
+        "-CAcreateserial",
+        "-days",
+        "1",
+        "-extfile",
+        "server.ext",
+        "-out",
+        "cert.pem",
+    ]);
+    let config = format!(
+        "[tls]\ncert_file = \"{}\"\nkey_file = \"{}\"\n",
+        dir.join("cert.pem").display(),
+        dir.join("key.pem").display()
+    );
+    (dir.join("ca.pem"), config)
+}
+
 /// Deterministic incompressible bytes.
 pub fn bytes(len: usize, seed: u64) -> Vec<u8> {
     let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
