@@ -359,7 +359,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             let options = PutOptions {
                 md5,
                 content_type,
-                blake3: None,
+                ..PutOptions::default()
             };
             put(
                 &client,
@@ -567,6 +567,11 @@ async fn put(
         .map_err(Failure::other)?;
     let total = found.iter().map(|upload| upload.size).sum();
     let progress = output.start_progress(total);
+    let options = PutOptions {
+        progress: progress.clone(),
+        ..options.clone()
+    };
+    let options = &options;
     let mut results = futures_util::stream::iter(found)
         .map(|upload| {
             let progress = progress.clone();
@@ -574,7 +579,10 @@ async fn put(
                 let outcome = client
                     .put_file_if_changed(&upload.key, &upload.path, options)
                     .await;
-                if let Some(progress) = &progress {
+                // A file skipped (or failed) sent nothing: count it as done.
+                if let (Some(progress), Ok(PutOutcome::Unchanged(_)) | Err(_)) =
+                    (&progress, &outcome)
+                {
                     progress(upload.size);
                 }
                 (upload, outcome)

@@ -100,7 +100,7 @@ pub enum PutOutcome {
 }
 
 /// How to store an object.
-#[derive(Debug, Clone, Default)]
+#[derive(Clone, Default)]
 pub struct PutOptions {
     /// Also compute the MD5 and send it as `Content-MD5`, so the server checks it inline and
     /// knows it at once (for catalogues that speak MD5).
@@ -110,6 +110,21 @@ pub struct PutOptions {
     /// BLAKE3 of the body, hex, when the caller already knows it (for `put_stream`, whose body
     /// cannot be hashed in advance; the server then refuses a body that does not match).
     pub blake3: Option<String>,
+    /// Told the number of bytes each time a piece of a file has been handed to the connection
+    /// (`put_file`, `put_file_if_changed`; a retried upload counts again).
+    pub progress: Option<crate::Progress>,
+}
+
+impl std::fmt::Debug for PutOptions {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("PutOptions")
+            .field("md5", &self.md5)
+            .field("content_type", &self.content_type)
+            .field("blake3", &self.blake3)
+            .field("progress", &self.progress.is_some())
+            .finish()
+    }
 }
 
 impl Client {
@@ -301,13 +316,19 @@ impl Client {
         let size = digests.size;
         let body = || {
             let path = path.to_path_buf();
+            let progress = options.progress.clone();
             // Opened lazily inside the stream, so each attempt reads the file from its start.
             let stream = stream::once(async move {
                 tokio::fs::File::open(&path)
                     .await
                     .map(|file| tokio_util::io::ReaderStream::with_capacity(file, 256 * 1024))
             })
-            .try_flatten();
+            .try_flatten()
+            .inspect_ok(move |piece| {
+                if let Some(progress) = &progress {
+                    progress(piece.len() as u64);
+                }
+            });
             reqwest::Body::wrap_stream(stream)
         };
         self.put_with_retries(key, digests, size, options, body)

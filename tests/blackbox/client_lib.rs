@@ -194,10 +194,23 @@ fn a_parallel_download_of_a_large_object_is_verified() {
     let source = dir.path().join("source");
     std::fs::write(&source, &data).expect("write");
     runtime().block_on(async {
+        let sent = Arc::new(AtomicU64::new(0));
+        let counter = sent.clone();
+        let options = PutOptions {
+            progress: Some(Arc::new(move |bytes| {
+                counter.fetch_add(bytes, Ordering::Relaxed);
+            })),
+            ..PutOptions::default()
+        };
         client
-            .put_file("large", &source, &PutOptions::default())
+            .put_file("large", &source, &options)
             .await
             .expect("put");
+        assert_eq!(
+            sent.load(Ordering::Relaxed),
+            data.len() as u64,
+            "upload progress"
+        );
         let target = dir.path().join("copy");
         let received = Arc::new(AtomicU64::new(0));
         let counter = received.clone();
