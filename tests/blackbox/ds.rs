@@ -38,6 +38,11 @@ fn put_a_tree_in_parallel_then_list_get_and_verify_it() {
         &["put", "run", "--prefix", "kids/", "-j", "4", "--json"],
     );
     assert_eq!(run.code, 0, "{run:?}");
+    assert!(
+        run.stderr.is_empty(),
+        "no progress bar when stderr is not a terminal: {}",
+        run.stderr
+    );
     let lines = run.json_lines();
     assert_eq!(lines.len(), files.len());
     for line in &lines {
@@ -454,6 +459,10 @@ fn a_multi_gib_round_trip_keeps_memory_bounded() {
         size
     );
     for (what, peak) in [("put", put_peak), ("get", get_peak)] {
+        eprintln!(
+            "ds {what} of {size} bytes: peak resident memory {} KiB",
+            peak >> 10
+        );
         assert!(
             peak > 0 && peak < 64 << 20,
             "ds {what} peaked at {} MiB",
