@@ -137,16 +137,17 @@ impl Client {
             progress(offset);
         }
         while offset < head.size {
+            // `If-Range`: if the object were not the one the part file holds, the server sends
+            // it whole (200) and the file starts again. The request is retried on its own, so
+            // a failure here is final; only a body cut short is resumed below.
+            let response = self
+                .range_response(key, offset..head.size, Some(&head.etag))
+                .await?;
+            if response.status() == StatusCode::OK {
+                sender.send(Piece::Restart).await.map_err(|_| disk_gone())?;
+                offset = 0;
+            }
             let result = async {
-                // `If-Range`: if the object were not the one the part file holds, the server
-                // sends it whole (200) and the file starts again.
-                let response = self
-                    .range_response(key, offset..head.size, Some(&head.etag))
-                    .await?;
-                if response.status() == StatusCode::OK {
-                    sender.send(Piece::Restart).await.map_err(|_| disk_gone())?;
-                    offset = 0;
-                }
                 let mut body = response.bytes_stream();
                 while let Some(piece) = body.next().await {
                     let piece = piece?;
@@ -249,8 +250,9 @@ impl Client {
         let policy = self.inner.retry;
         let mut attempt = 1;
         loop {
+            // Retried on its own: a failure here is final; a body cut short is fetched again.
+            let response = self.range_response(key, range.clone(), None).await?;
             let result = async {
-                let response = self.range_response(key, range.clone(), None).await?;
                 let mut body = response.bytes_stream();
                 let mut offset = range.start;
                 let mut batch = Vec::with_capacity(1 << 20);
