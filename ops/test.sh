@@ -47,10 +47,11 @@ if [[ "$(cat "$python_venv/requirements.installed" 2>/dev/null)" != "$python_wan
     "$python_venv/bin/python" -m pip install --disable-pip-version-check -q -r "$python_requirements"
     printf '%s\n' "$python_wanted" >"$python_venv/requirements.installed"
 fi
-# The tests start the binary themselves (one daemon per test), so build it once first.
-cargo build --locked -p daemon --bin dataserver
+# The tests start the binaries themselves (one daemon per test; `ds` for the README's
+# command-line snippets), so build them once first.
+cargo build --locked -p daemon --bin dataserver -p client --bin ds
 # No bytecode or .pytest_cache in the source tree: git ignores only /target.
-PYTHONDONTWRITEBYTECODE=1 DATASERVER_BIN=target/debug/dataserver \
+PYTHONDONTWRITEBYTECODE=1 DATASERVER_BIN=target/debug/dataserver DS_BIN=target/debug/ds \
     "$python_venv/bin/python" -m pytest -q -n 2 -p no:cacheprovider tests/python
 
 cargo nextest run --workspace --locked --no-fail-fast "$@"

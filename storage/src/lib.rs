@@ -50,7 +50,7 @@ pub use crate::read::{ByteStream, StoredObject, Verify};
 pub use crate::record::{
     BlobRecord, BlobState, Change, ChangeKind, ObjectId, ObjectRecord, ObjectState,
 };
-pub use crate::scrub::{FsckReport, ScrubOptions, ScrubReport, SweepReport};
+pub use crate::scrub::{FsckReport, ScrubOptions, ScrubReport, SweepReport, Verified};
 
 /// Objects up to this size are read whole when opened (one blocking hop per request).
 pub const SMALL_OBJECT_BYTES: u64 = 64 * 1024;

@@ -20,7 +20,7 @@ use crate::checksum::{Blake3Digest, Md5Digest};
 use crate::error::{Result, io_error};
 use crate::key::ObjectKey;
 use crate::outboard::{TreeHasher, outboard_len};
-use crate::record::{BlobRecord, BlobState};
+use crate::record::{BlobRecord, BlobState, ObjectRecord};
 use crate::{Store, blocking};
 
 /// Bytes hashed per blocking hop by the scrub and fsck.
@@ -91,6 +91,17 @@ pub struct ScrubReport {
     pub quarantined: Vec<Blake3Digest>,
     /// Blobs whose bytes were whole but whose hash tree was damaged, and was rebuilt.
     pub trees_rebuilt: Vec<Blake3Digest>,
+}
+
+/// What re-hashing one object's blob found, and did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verified {
+    /// The bytes hash to their name and the hash tree is whole.
+    Intact,
+    /// The bytes were whole but the hash tree was damaged; it has been rebuilt.
+    TreeRebuilt,
+    /// The bytes no longer hash to their name; the blob has been quarantined.
+    Quarantined,
 }
 
 /// The result of re-hashing one blob file.
@@ -263,28 +274,10 @@ impl Store {
                 let rehash = self.rehash(blob, record.size, Some(budget)).await?;
                 report.blobs_checked += 1;
                 report.bytes_checked += record.size;
-                match rehash {
-                    Rehash::Whole => {
-                        self.inner
-                            .catalog
-                            .mark_verified(blob, SystemTime::now())
-                            .await?
-                    }
-                    Rehash::TreeDamaged => {
-                        let _blob_lock = self.blob_lock(&blob).lock().await;
-                        self.rebuild_tree(blob).await?;
-                        tracing::warn!(%blob, "rebuilt a damaged hash tree");
-                        report.trees_rebuilt.push(blob);
-                        self.inner
-                            .catalog
-                            .mark_verified(blob, SystemTime::now())
-                            .await?;
-                    }
-                    Rehash::Corrupt(detail) => {
-                        tracing::error!(%blob, detail, "scrub found a corrupt blob");
-                        self.quarantine(blob).await?;
-                        report.quarantined.push(blob);
-                    }
+                match self.settle(blob, rehash).await? {
+                    Verified::Intact => {}
+                    Verified::TreeRebuilt => report.trees_rebuilt.push(blob),
+                    Verified::Quarantined => report.quarantined.push(blob),
                 }
                 // Keep to the rate between blobs too, without blocking a thread.
                 let due = pace(options.bytes_per_second, report.bytes_checked);
@@ -293,6 +286,44 @@ impl Store {
                 }
             }
         }
+    }
+
+    /// Re-hashes the blob of one live key now, as the scrub would (on request, not paced), and
+    /// acts the same way: records the success, rebuilds a damaged tree of whole bytes, or
+    /// quarantines bytes that no longer hash to their name.
+    pub async fn verify(&self, key: &ObjectKey) -> Result<(ObjectRecord, Verified)> {
+        let record = self.head(key).await?;
+        let rehash = self.rehash(record.blake3, record.size, None).await?;
+        let verified = self.settle(record.blake3, rehash).await?;
+        Ok((record, verified))
+    }
+
+    /// What follows from re-hashing a blob (shared by the scrub and `verify`).
+    async fn settle(&self, blob: Blake3Digest, rehash: Rehash) -> Result<Verified> {
+        Ok(match rehash {
+            Rehash::Whole => {
+                self.inner
+                    .catalog
+                    .mark_verified(blob, SystemTime::now())
+                    .await?;
+                Verified::Intact
+            }
+            Rehash::TreeDamaged => {
+                let _blob_lock = self.blob_lock(&blob).lock().await;
+                self.rebuild_tree(blob).await?;
+                tracing::warn!(%blob, "rebuilt a damaged hash tree");
+                self.inner
+                    .catalog
+                    .mark_verified(blob, SystemTime::now())
+                    .await?;
+                Verified::TreeRebuilt
+            }
+            Rehash::Corrupt(detail) => {
+                tracing::error!(%blob, detail, "re-hashing found a corrupt blob");
+                self.quarantine(blob).await?;
+                Verified::Quarantined
+            }
+        })
     }
 
     /// Hashes a blob file and compares its hash tree, one piece per blocking hop; with a

@@ -17,6 +17,39 @@ pub fn daemon_bin() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_dataserver-under-test")))
 }
 
+/// The `ds` command under test: `DS_BIN`, or the one Cargo built for this package.
+pub fn ds_bin() -> PathBuf {
+    std::env::var_os("DS_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_ds-under-test")))
+}
+
+/// What a `ds` run printed and how it ended.
+#[derive(Debug)]
+pub struct DsRun {
+    /// Exit code.
+    pub code: i32,
+    /// Standard output, as text.
+    pub stdout: String,
+    /// Standard output, as bytes.
+    pub stdout_bytes: Vec<u8>,
+    /// Standard error.
+    pub stderr: String,
+}
+
+impl DsRun {
+    /// Each line of stdout as JSON (`--json` output).
+    pub fn json_lines(&self) -> Vec<serde_json::Value> {
+        self.stdout
+            .lines()
+            .map(|line| {
+                serde_json::from_str(line)
+                    .unwrap_or_else(|error| panic!("not JSON ({error}): {line}"))
+            })
+            .collect()
+    }
+}
+
 /// A running daemon with its own directory.
 pub struct TestDaemon {
     child: Option<Child>,
@@ -74,6 +107,31 @@ pub fn start() -> TestDaemon {
 /// Starts a daemon with `config` as its TOML file (`{dir}` is replaced by its directory).
 pub fn start_with_config(config: Option<&str>) -> TestDaemon {
     start_with_config_and_files(config.unwrap_or_default(), &[])
+}
+
+/// Starts a daemon with `tokens` (name, secret, scopes as TOML, optional prefix) and `extra`
+/// configuration; the admin token, if any, becomes `token`.
+pub fn start_with_tokens(tokens: &[(&str, &str, &str, Option<&str>)], extra: &str) -> TestDaemon {
+    let mut config = extra.to_owned();
+    let mut files = Vec::new();
+    for (name, secret, scopes, prefix) in tokens {
+        config += &format!(
+            "[[tokens]]\nname = \"{name}\"\ntoken_file = \"{{dir}}/{name}-token\"\nscopes = {scopes}\n"
+        );
+        if let Some(prefix) = prefix {
+            config += &format!("prefix = \"{prefix}\"\n");
+        }
+        files.push((format!("{name}-token"), format!("{secret}\n")));
+    }
+    let files: Vec<(&str, &str)> = files
+        .iter()
+        .map(|(name, content)| (name.as_str(), content.as_str()))
+        .collect();
+    let mut daemon = start_with_config_and_files(&config, &files);
+    if let Some((_, secret, _, _)) = tokens.iter().find(|token| token.2.contains("admin")) {
+        daemon.token = (*secret).to_owned();
+    }
+    daemon
 }
 
 /// The same, with `files` (name, content) written into its directory before it starts.
@@ -198,6 +256,36 @@ impl TestDaemon {
     /// The daemon's process ID.
     pub fn pid(&self) -> rustix::process::Pid {
         rustix::process::Pid::from_child(self.child.as_ref().expect("daemon running"))
+    }
+
+    /// Kills the daemon with SIGKILL, as a crash would, and reaps it.
+    pub fn kill(&mut self) {
+        let mut child = self.child.take().expect("daemon running");
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+
+    /// Runs `ds` with `args` against this daemon (`DS_URL` set, no token unless `token`),
+    /// in `dir`, with no config file.
+    pub fn ds(&self, dir: &Path, token: Option<&str>, args: &[&str]) -> DsRun {
+        let mut command = Command::new(ds_bin());
+        command
+            .args(args)
+            .current_dir(dir)
+            .env("DS_URL", self.url(""))
+            .env("DS_CONFIG", dir.join("no-such-config.toml"))
+            .env_remove("DS_TOKEN")
+            .stdin(Stdio::null());
+        if let Some(token) = token {
+            command.env("DS_TOKEN", token);
+        }
+        let output = command.output().expect("run ds");
+        DsRun {
+            code: output.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+            stdout_bytes: output.stdout,
+            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        }
     }
 
     /// Waits for a daemon already told to stop; answers whether it exited cleanly.
@@ -393,6 +481,72 @@ fn parse_head(head: &str, body: Vec<u8>) -> Reply {
         headers,
         body,
     }
+}
+
+/// A certificate authority and a server certificate for 127.0.0.1 it signed, made with
+/// openssl in `dir`: answers the authority's certificate (what clients trust) and the daemon
+/// configuration that serves TLS with the server certificate. Two levels, because rustls (as
+/// the web PKI rules say) refuses a CA certificate used as a server's own.
+pub fn tls_config(dir: &Path) -> (PathBuf, String) {
+    let openssl = |args: &[&str]| {
+        let status = Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .stderr(Stdio::null())
+            .status()
+            .expect("run openssl");
+        assert!(status.success(), "openssl {args:?}");
+    };
+    let new_key = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    let mut ca = vec![
+        "req",
+        "-x509",
+        "-days",
+        "1",
+        "-subj",
+        "/CN=dataserver test CA",
+    ];
+    ca.extend(new_key);
+    ca.extend(["-keyout", "ca-key.pem", "-out", "ca.pem"]);
+    openssl(&ca);
+    let mut request = vec!["req", "-subj", "/CN=127.0.0.1"];
+    request.extend(new_key);
+    request.extend(["-keyout", "key.pem", "-out", "server.csr"]);
+    openssl(&request);
+    std::fs::write(
+        dir.join("server.ext"),
+        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n",
+    )
+    .expect("write extensions");
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca-key.pem",
+        "-CAcreateserial",
+        "-days",
+        "1",
+        "-extfile",
+        "server.ext",
+        "-out",
+        "cert.pem",
+    ]);
+    let config = format!(
+        "[tls]\ncert_file = \"{}\"\nkey_file = \"{}\"\n",
+        dir.join("cert.pem").display(),
+        dir.join("key.pem").display()
+    );
+    (dir.join("ca.pem"), config)
 }
 
 /// Deterministic incompressible bytes.

@@ -98,38 +98,7 @@ fn damaged_bytes_are_never_served_when_reads_are_verified() {
 #[test]
 fn tls_serves_verified_https_and_refuses_plain_http() {
     let keys = tempfile::TempDir::new().expect("temp");
-    let status = Command::new("openssl")
-        .args([
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-            "-nodes",
-            "-days",
-            "1",
-        ])
-        .args([
-            "-subj",
-            "/CN=127.0.0.1",
-            "-addext",
-            "subjectAltName=IP:127.0.0.1",
-        ])
-        .arg("-keyout")
-        .arg(keys.path().join("key.pem"))
-        .arg("-out")
-        .arg(keys.path().join("cert.pem"))
-        .stderr(std::process::Stdio::null())
-        .status()
-        .expect("run openssl");
-    assert!(status.success(), "openssl made a certificate");
-    let cert = keys.path().join("cert.pem");
-    let config = format!(
-        "[tls]\ncert_file = \"{}\"\nkey_file = \"{}\"\n",
-        cert.display(),
-        keys.path().join("key.pem").display()
-    );
+    let (cert, config) = crate::harness::tls_config(keys.path());
     let mut daemon = start_with_config(Some(&config));
     assert_eq!(daemon.scheme, "https");
     daemon.curl_args = vec!["--cacert".into(), cert.to_str().expect("utf-8").into()];

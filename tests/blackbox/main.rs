@@ -1,8 +1,11 @@
 //! Black-box tests: the real `dataserver` binary on port 0, driven by curl and raw TCP.
 
 mod access;
+mod client_lib;
+mod ds;
 mod harness;
 mod lifecycle;
 mod limits;
 mod objects;
 mod ranges;
+mod verify;

@@ -21,7 +21,7 @@ use storage::{ByteStream, FitsIndex, ObjectKey, ObjectRecord};
 
 use super::error::ApiError;
 use super::handlers::{body_of, form_pairs};
-use super::wire::{self, FitsIndexInfo};
+use super::wire;
 use super::{App, Body, full};
 
 type Result<T, E = ApiError> = std::result::Result<T, E>;
@@ -233,7 +233,7 @@ pub async fn respond(
     let (content_type, length, body): (&str, u64, Body) = match view {
         FitsView::Index => {
             let json =
-                serde_json::to_vec(&FitsIndexInfo::from(&index)).expect("wire types serialise");
+                serde_json::to_vec(&wire::fits_index_info(&index)).expect("wire types serialise");
             ("application/json", json.len() as u64, full(json))
         }
         FitsView::Hdu { hdu, standalone } => {

@@ -22,7 +22,7 @@ use super::error::ApiError;
 use super::fits;
 use super::range::{self, RangeDecision};
 use super::route::Route;
-use super::wire::{self, ObjectInfo};
+use super::wire;
 use super::{App, Body, full};
 use crate::auth::Scope;
 
@@ -78,9 +78,33 @@ pub(super) async fn handle(
             check(Scope::Admin, Some(&key))?;
             let record = app.store.delete(&key).await?;
             tracing::info!(key = %record.key, object_id = record.object_id.0, "deleted");
-            Ok(json(StatusCode::OK, &ObjectInfo::from(&record)))
+            Ok(json(StatusCode::OK, &wire::object_info(&record)))
+        }
+        Route::VerifyObject(key) => {
+            // Read scope: a full GET with verified reads costs the server the same re-hash.
+            check(Scope::Read, Some(&key))?;
+            verify(app, &key).await
         }
     }
+}
+
+/// Re-hashes the stored copy of `key` through the storage crate's scrub code.
+async fn verify(app: &App, key: &ObjectKey) -> Result<Response<Body>> {
+    let (record, verified) = app.store.verify(key).await?;
+    if verified == storage::Verified::Quarantined {
+        app.metrics.verification_failures.inc();
+    }
+    tracing::info!(key = %record.key, ?verified, "verified on request");
+    Ok(json(
+        StatusCode::OK,
+        &wire::Verification {
+            key: record.key.to_string(),
+            blake3: record.blake3.to_hex(),
+            size: record.size,
+            intact: verified != storage::Verified::Quarantined,
+            tree_rebuilt: verified == storage::Verified::TreeRebuilt,
+        },
+    ))
 }
 
 fn text(status: StatusCode, body: &'static str) -> Response<Body> {
@@ -150,7 +174,7 @@ async fn put(app: &App, key: &ObjectKey, request: Request<Incoming>) -> Result<R
     } else {
         StatusCode::OK
     };
-    let mut response = json(status, &ObjectInfo::from(&stored.record));
+    let mut response = json(status, &wire::object_info(&stored.record));
     object_headers(response.headers_mut(), &stored.record);
     Ok(response)
 }
@@ -567,7 +591,7 @@ async fn list(app: &App, query: &str) -> Result<Response<Body>> {
                 chunk.push(b',');
             }
             chunk.extend(
-                serde_json::to_vec(&ObjectInfo::from(&record)).expect("wire types serialise"),
+                serde_json::to_vec(&wire::object_info(&record)).expect("wire types serialise"),
             );
             cursor.sent += 1;
             cursor.last = Some(record.key);
@@ -638,7 +662,7 @@ async fn status(app: &App) -> Result<wire::Status> {
         node: app.config.node_name.clone(),
         site: app.config.site_name.clone(),
         site_number: app.config.site_number,
-        version: env!("CARGO_PKG_VERSION"),
+        version: env!("CARGO_PKG_VERSION").to_owned(),
         objects: stats.objects,
         bytes: stats.bytes,
         free_bytes,

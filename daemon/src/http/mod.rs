@@ -139,7 +139,7 @@ impl App {
         }
         let message = error.public_message();
         let body = serde_json::to_vec(&wire::ErrorBody {
-            error: &message,
+            error: message,
             request_id,
         })
         .unwrap_or_default();

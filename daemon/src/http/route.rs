@@ -30,6 +30,8 @@ pub enum Route {
     PutObject(ObjectKey),
     /// `DELETE /<key>`.
     DeleteObject(ObjectKey),
+    /// `POST /_/verify/<key>`: re-hash the stored copy now.
+    VerifyObject(ObjectKey),
 }
 
 /// Why a request has no route.
@@ -66,6 +68,16 @@ impl Route {
             "/_/ready" => return read_only(Route::Ready),
             "/_/status" => return read_only(Route::Status),
             "/_/list" => return read_only(Route::List),
+            _ if path.starts_with(client::api::VERIFY_PREFIX) => {
+                // The key follows the prefix, encoded as in an object path.
+                let key_path = &path[client::api::VERIFY_PREFIX.len() - 1..];
+                let key = ObjectKey::from_url_path(key_path).map_err(NoRoute::BadKey)?;
+                return if method == Method::POST {
+                    Ok(Route::VerifyObject(key))
+                } else {
+                    Err(NoRoute::MethodNotAllowed { allow: "POST" })
+                };
+            }
             _ if path.starts_with("/_/") || path == "/_" => return Err(NoRoute::UnknownApi),
             _ => {}
         }
@@ -92,6 +104,7 @@ impl Route {
             Route::HeadObject(_) => "head_object",
             Route::PutObject(_) => "put_object",
             Route::DeleteObject(_) => "delete_object",
+            Route::VerifyObject(_) => "verify_object",
         }
     }
 }
@@ -131,6 +144,21 @@ mod tests {
         check(Method::HEAD, "/a%23b", Ok(Route::HeadObject(key("a#b"))));
         check(Method::PUT, "/a%20b/c", Ok(Route::PutObject(key("a b/c"))));
         check(Method::DELETE, "/x", Ok(Route::DeleteObject(key("x"))));
+        check(
+            Method::POST,
+            "/_/verify/kids/a%23b.fits",
+            Ok(Route::VerifyObject(key("kids/a#b.fits"))),
+        );
+        check(
+            Method::GET,
+            "/_/verify/x",
+            Err(NoRoute::MethodNotAllowed { allow: "POST" }),
+        );
+        check(
+            Method::POST,
+            "/_/verify/",
+            Err(NoRoute::BadKey(KeyError::Empty)),
+        );
         check(
             Method::POST,
             "/x",
