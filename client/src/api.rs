@@ -103,8 +103,8 @@ pub struct Verification {
 
 /// Number of HDUs of a FITS object (response to GET and HEAD).
 pub const FITS_HDUS_HEADER: &str = "x-fits-hdus";
-/// `valid`, `invalid` or `absent`: the CHECKSUM cards of a FITS object's HDUs, together
-/// (response to GET and HEAD).
+/// `valid`, `invalid` or `absent`: the CHECKSUM and DATASUM cards of a FITS object's HDUs,
+/// together: `invalid` if any fails, else `valid` if any is present (response to GET and HEAD).
 pub const FITS_CHECKSUM_HEADER: &str = "x-fits-checksum";
 
 /// One HDU in `GET /<key>?fitsindex`.

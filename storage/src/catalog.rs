@@ -20,7 +20,7 @@ use tokio::sync::oneshot;
 
 use crate::checksum::{Blake3Digest, Md5Digest};
 use crate::error::{CatalogFailure, Result, StorageError};
-use crate::fits::FitsIndex;
+use crate::fits::{FitsFilter, FitsIndex};
 use crate::key::ObjectKey;
 use crate::recent::Recent;
 use crate::record::{
@@ -399,8 +399,13 @@ impl Catalog {
         prefix: String,
         after: Option<ObjectKey>,
         limit: usize,
+        filter: Option<FitsFilter>,
     ) -> Result<Vec<ObjectRecord>> {
         self.read("list objects", move |txn| {
+            let indexes = match filter {
+                Some(_) => Some(txn.open_table(FITS_INDEXES)?),
+                None => None,
+            };
             let objects = txn.open_table(OBJECTS)?;
             let start = match &after {
                 Some(after) if after.as_str() >= prefix.as_str() => after.as_str(),
@@ -419,6 +424,17 @@ impl Catalog {
                 let value = ObjectValue::decode(value.value()).ok_or_else(|| damaged("object"))?;
                 if value.deleted.is_some() {
                     continue;
+                }
+                if let (Some(filter), Some(indexes)) = (filter, &indexes) {
+                    let index = indexes
+                        .get(&value.blake3.0[..])?
+                        .map(|bytes| {
+                            FitsIndex::decode(bytes.value()).ok_or_else(|| damaged("FITS index"))
+                        })
+                        .transpose()?;
+                    if !filter.matches(index.as_ref()) {
+                        continue;
+                    }
                 }
                 let key = ObjectKey::parse(key).map_err(|_| damaged("object key"))?;
                 let md5 = blob_record(txn, &value.blake3)?.and_then(|blob| blob.md5);

@@ -92,6 +92,51 @@ pub enum Check {
     Invalid,
 }
 
+/// A condition on the FITS index of an object, for listings (a release packager asks for the
+/// files whose checksums fail before they leave).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FitsFilter {
+    /// Objects indexed as FITS (valid or not).
+    Fits,
+    /// Objects that are not FITS.
+    NotFits,
+    /// FITS-looking objects whose index is invalid (truncated, malformed).
+    InvalidIndex,
+    /// FITS objects whose checksum cards, together, give this verdict ([`checksum_verdict`]).
+    Checksum(Check),
+}
+
+impl FitsFilter {
+    /// Whether an object with this index (`None`: not FITS) passes.
+    pub fn matches(self, index: Option<&FitsIndex>) -> bool {
+        match (self, index) {
+            (FitsFilter::NotFits, index) => index.is_none(),
+            (_, None) => false,
+            (FitsFilter::Fits, Some(_)) => true,
+            (FitsFilter::InvalidIndex, Some(index)) => index.status != IndexStatus::Valid,
+            (FitsFilter::Checksum(check), Some(index)) => checksum_verdict(index) == check,
+        }
+    }
+}
+
+/// The CHECKSUM and DATASUM cards of all HDUs together: `Invalid` if any fails, else `Valid`
+/// if any is present, else `Absent`.
+pub fn checksum_verdict(index: &FitsIndex) -> Check {
+    let checks = || {
+        index
+            .hdus
+            .iter()
+            .flat_map(|hdu| [hdu.checksum, hdu.datasum])
+    };
+    if checks().any(|check| check == Check::Invalid) {
+        Check::Invalid
+    } else if checks().any(|check| check == Check::Valid) {
+        Check::Valid
+    } else {
+        Check::Absent
+    }
+}
+
 /// Whether an object's first bytes start a FITS primary header (`SIMPLE  =`).
 pub fn looks_like_fits(leading_bytes: &[u8]) -> bool {
     leading_bytes.starts_with(b"SIMPLE  =")
@@ -824,6 +869,44 @@ mod tests {
             index(&huge).status,
             IndexStatus::Invalid(reason) if reason.contains("overflows")
         ));
+    }
+
+    #[test]
+    fn listing_filters() {
+        let good = index(&sample(false));
+        let bad = index(&sample(true));
+        let file = sample(false);
+        let cut = index(&file[..file.len() - BLOCK_BYTES]);
+        let mut absent = good.clone();
+        for hdu in &mut absent.hdus {
+            hdu.checksum = Check::Absent;
+            hdu.datasum = Check::Absent;
+        }
+        let passing = |filter: FitsFilter| {
+            [None, Some(&good), Some(&bad), Some(&cut), Some(&absent)]
+                .map(|index| filter.matches(index))
+        };
+        assert_eq!(passing(FitsFilter::Fits), [false, true, true, true, true]);
+        assert_eq!(
+            passing(FitsFilter::NotFits),
+            [true, false, false, false, false]
+        );
+        assert_eq!(
+            passing(FitsFilter::InvalidIndex),
+            [false, false, false, true, false]
+        );
+        assert_eq!(
+            passing(FitsFilter::Checksum(Check::Valid)),
+            [false, true, false, true, false]
+        );
+        assert_eq!(
+            passing(FitsFilter::Checksum(Check::Invalid)),
+            [false, false, true, false, false]
+        );
+        assert_eq!(
+            passing(FitsFilter::Checksum(Check::Absent)),
+            [false, false, false, false, true]
+        );
     }
 
     proptest! {

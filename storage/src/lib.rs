@@ -570,7 +570,22 @@ impl Store {
     ) -> Result<Vec<ObjectRecord>> {
         self.inner
             .catalog
-            .list(prefix.to_owned(), after.cloned(), limit)
+            .list(prefix.to_owned(), after.cloned(), limit, None)
+            .await
+    }
+
+    /// Like [`Store::list`], only the objects whose FITS index passes `filter`. Scans past the
+    /// others within the prefix, so a page may take longer to fill than the unfiltered one.
+    pub async fn list_fits(
+        &self,
+        prefix: &str,
+        after: Option<&ObjectKey>,
+        limit: usize,
+        filter: fits::FitsFilter,
+    ) -> Result<Vec<ObjectRecord>> {
+        self.inner
+            .catalog
+            .list(prefix.to_owned(), after.cloned(), limit, Some(filter))
             .await
     }
 

@@ -246,3 +246,40 @@ def test_cutouts_refuse_what_they_cannot_serve(dataserver: Dataserver):
     table = sample_files()["table-heap.fits"][0]
     assert dataserver.put("fits/t.fits", table).status_code == 201
     assert dataserver.api("/fits/t.fits", hdu=1, section="1:2,1:2").status_code == 400
+
+
+def test_listing_filters_on_the_fits_index(dataserver: Dataserver):
+    files = sample_files()
+    good = files["mef.fits"][0]
+    bad = bytearray(good)
+    with astropy_view(good) as hdul:
+        bad[hdul.fileinfo(1)["datLoc"] + 3] ^= 0x01
+    bodies = {
+        "rel/good.fits": good,
+        "rel/bad.fits": bytes(bad),
+        "rel/plain-fits.fits": files["mef-nochecksum.fits"][0],
+        "rel/cut.fits": good[:-2880],
+        "rel/notes.txt": b"not FITS",
+        "other/good.fits": good,
+    }
+    for key, body in bodies.items():
+        assert dataserver.put(key, body).status_code == 201
+
+    def keys(**params) -> set[str]:
+        response = dataserver.api("/_/list", prefix="rel/", **params)
+        assert response.status_code == 200, response.text
+        return {entry["key"] for entry in response.json()["objects"]}
+
+    assert keys(fits="yes") == {"rel/good.fits", "rel/bad.fits", "rel/plain-fits.fits", "rel/cut.fits"}
+    assert keys(fits="no") == {"rel/notes.txt"}
+    assert keys(fits="invalid") == {"rel/cut.fits"}
+    assert keys(checksum="invalid") == {"rel/bad.fits"}
+    assert keys(checksum="absent") == {"rel/plain-fits.fits"}
+    # The truncated file's complete HDUs verify.
+    assert keys(checksum="valid") == {"rel/good.fits", "rel/cut.fits"}
+    # Pages of a filtered listing hold only matches.
+    page = dataserver.api("/_/list", prefix="rel/", fits="yes", limit=2).json()
+    assert [entry["key"] for entry in page["objects"]] == ["rel/bad.fits", "rel/cut.fits"]
+    assert page["next_after"] == "rel/cut.fits"
+    for params in ({"fits": "maybe"}, {"checksum": "ok"}, {"fits": "yes", "checksum": "valid"}):
+        assert dataserver.api("/_/list", **params).status_code == 400

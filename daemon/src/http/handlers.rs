@@ -25,6 +25,7 @@ use super::route::Route;
 use super::wire;
 use super::{App, Body, full};
 use crate::auth::Scope;
+use storage::fits::{Check, FitsFilter};
 
 type Result<T, E = ApiError> = std::result::Result<T, E>;
 
@@ -529,9 +530,18 @@ async fn list(app: &App, query: &str) -> Result<Response<Body>> {
     let mut prefix = String::new();
     let mut after = None;
     let mut limit = LIST_DEFAULT_LIMIT;
+    let mut filter = None;
     for (name, value) in form_pairs(query) {
         match name.as_str() {
             "prefix" => prefix = value,
+            "fits" | "checksum" => {
+                let parsed = list_filter(&name, &value)?;
+                if filter.replace(parsed).is_some() {
+                    return Err(ApiError::BadRequest(
+                        "give one of fits= and checksum=, once".into(),
+                    ));
+                }
+            }
             "after" => {
                 after =
                     Some(ObjectKey::parse(&value).map_err(|error| {
@@ -553,14 +563,19 @@ async fn list(app: &App, query: &str) -> Result<Response<Body>> {
         }
     }
     // The first page is read before answering, so errors still get a proper status.
-    let first = app
-        .store
-        .list(&prefix, after.as_ref(), LIST_PAGE.min(limit))
-        .await?;
+    let first = list_page(
+        &app.store,
+        &prefix,
+        after.as_ref(),
+        LIST_PAGE.min(limit),
+        filter,
+    )
+    .await?;
     let store = app.store.clone();
     struct Cursor {
         store: storage::Store,
         prefix: String,
+        filter: Option<FitsFilter>,
         page: Vec<ObjectRecord>,
         sent: usize,
         limit: usize,
@@ -570,6 +585,7 @@ async fn list(app: &App, query: &str) -> Result<Response<Body>> {
     let cursor = Cursor {
         store,
         prefix,
+        filter,
         page: first,
         sent: 0,
         limit,
@@ -599,11 +615,14 @@ async fn list(app: &App, query: &str) -> Result<Response<Body>> {
         let want = (cursor.limit - cursor.sent).min(LIST_PAGE);
         let more = full_page > 0 && want > 0;
         if more {
-            match cursor
-                .store
-                .list(&cursor.prefix, cursor.last.as_ref(), want)
-                .await
-            {
+            let page = list_page(
+                &cursor.store,
+                &cursor.prefix,
+                cursor.last.as_ref(),
+                want,
+                cursor.filter,
+            );
+            match page.await {
                 Ok(page) if !page.is_empty() => {
                     cursor.page = page;
                     return Some((Ok(Bytes::from(chunk)), Some(cursor)));
@@ -630,6 +649,43 @@ async fn list(app: &App, query: &str) -> Result<Response<Body>> {
         HeaderValue::from_static("application/json"),
     );
     Ok(response)
+}
+
+/// One page of a listing, filtered on the FITS index when asked.
+async fn list_page(
+    store: &storage::Store,
+    prefix: &str,
+    after: Option<&ObjectKey>,
+    limit: usize,
+    filter: Option<FitsFilter>,
+) -> std::result::Result<Vec<ObjectRecord>, StorageError> {
+    match filter {
+        Some(filter) => store.list_fits(prefix, after, limit, filter).await,
+        None => store.list(prefix, after, limit).await,
+    }
+}
+
+/// `fits=yes|no|invalid` or `checksum=valid|invalid|absent` of a listing.
+fn list_filter(name: &str, value: &str) -> Result<FitsFilter> {
+    let filter = match (name, value) {
+        ("fits", "yes") => FitsFilter::Fits,
+        ("fits", "no") => FitsFilter::NotFits,
+        ("fits", "invalid") => FitsFilter::InvalidIndex,
+        ("checksum", "valid") => FitsFilter::Checksum(Check::Valid),
+        ("checksum", "invalid") => FitsFilter::Checksum(Check::Invalid),
+        ("checksum", "absent") => FitsFilter::Checksum(Check::Absent),
+        ("fits", _) => {
+            return Err(ApiError::BadRequest(
+                "fits must be yes, no or invalid".into(),
+            ));
+        }
+        _ => {
+            return Err(ApiError::BadRequest(
+                "checksum must be valid, invalid or absent".into(),
+            ));
+        }
+    };
+    Ok(filter)
 }
 
 /// `application/x-www-form-urlencoded` pairs of a query string.

@@ -68,17 +68,9 @@ pub fn fits_index_info(index: &FitsIndex) -> FitsIndexInfo {
     }
 }
 
-/// The CHECKSUM cards of all HDUs together: `invalid` if any fails, else `valid` if any is
-/// present, else `absent`.
+/// The CHECKSUM and DATASUM cards of all HDUs together, as the wire names the verdict.
 pub fn checksum_summary(index: &FitsIndex) -> &'static str {
-    let checks = || index.hdus.iter().map(|hdu| hdu.checksum);
-    if checks().any(|check| check == Check::Invalid) {
-        "invalid"
-    } else if checks().any(|check| check == Check::Valid) {
-        "valid"
-    } else {
-        "absent"
-    }
+    check_name(storage::fits::checksum_verdict(index))
 }
 
 fn check_name(check: Check) -> &'static str {
