@@ -157,6 +157,28 @@ pub struct FitsIndexInfo {
     pub hdus: Vec<HduInfo>,
 }
 
+/// One file of a tar archive in `GET /<key>?tarindex`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TarMemberInfo {
+    /// Its path inside the archive.
+    pub path: String,
+    /// Offset of its first byte in the archive.
+    pub offset: u64,
+    /// Its size in bytes.
+    pub size: u64,
+}
+
+/// `GET /<key>?tarindex`: the regular files of a tar archive (a Measurement Set).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TarIndexInfo {
+    /// Whether the archive was read to its end-of-archive marker.
+    pub valid: bool,
+    /// Why not, when it was not.
+    pub reason: Option<String>,
+    /// The files, in archive order.
+    pub members: Vec<TarMemberInfo>,
+}
+
 /// The strong entity tag of an object with this BLAKE3 digest (hex): its content address,
 /// quoted.
 pub fn etag(blake3_hex: &str) -> String {

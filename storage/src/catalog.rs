@@ -27,6 +27,7 @@ use crate::record::{
     BlobRecord, BlobState, Change, ChangeKind, ObjectId, ObjectRecord, ObjectState, ObjectValue,
     micros,
 };
+use crate::tar::TarIndex;
 
 const OBJECTS: TableDefinition<&str, &[u8]> = TableDefinition::new("objects");
 const OBJECT_IDS: TableDefinition<u64, &str> = TableDefinition::new("object_ids");
@@ -38,6 +39,8 @@ const TRASH: TableDefinition<&[u8], ()> = TableDefinition::new("trash");
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 /// FITS indexes by blob digest (an index describes bytes, so keys sharing a blob share it).
 const FITS_INDEXES: TableDefinition<&[u8], &[u8]> = TableDefinition::new("fits_indexes");
+/// Member indexes of tar archives (Measurement Sets) by blob digest.
+const TAR_INDEXES: TableDefinition<&[u8], &[u8]> = TableDefinition::new("tar_indexes");
 
 const NEXT_SEQUENCE: &str = "next_object_sequence";
 const LAST_CHANGE: &str = "last_change";
@@ -78,6 +81,8 @@ pub(crate) struct NewObject {
     pub now: SystemTime,
     /// The FITS index of its bytes, when they start like a FITS file.
     pub fits: Option<FitsIndex>,
+    /// The member index of its bytes, when they are a tar archive.
+    pub tar: Option<TarIndex>,
 }
 
 /// What an insert did.
@@ -152,6 +157,7 @@ impl Catalog {
             txn.open_table(TRASH)?;
             txn.open_table(META)?;
             txn.open_table(FITS_INDEXES)?;
+            txn.open_table(TAR_INDEXES)?;
             txn.commit()?;
             Ok(db)
         };
@@ -349,6 +355,7 @@ impl Catalog {
                         .remove(&trash_key(since, &blob)[..])?;
                     txn.open_table(MD5_PENDING)?.remove(&blob.0[..])?;
                     txn.open_table(FITS_INDEXES)?.remove(&blob.0[..])?;
+                    txn.open_table(TAR_INDEXES)?.remove(&blob.0[..])?;
                     Ok(true)
                 }
                 _ => Ok(false),
@@ -388,6 +395,18 @@ impl Catalog {
             let value = indexes.get(&blob.0[..])?;
             value
                 .map(|bytes| FitsIndex::decode(bytes.value()).ok_or_else(|| damaged("FITS index")))
+                .transpose()
+        })
+        .await
+    }
+
+    /// The member index of a blob that is a tar archive, when it was indexed at ingest.
+    pub async fn tar_index(&self, blob: Blake3Digest) -> Result<Option<TarIndex>> {
+        self.read("read a tar index", move |txn| {
+            let indexes = txn.open_table(TAR_INDEXES)?;
+            let value = indexes.get(&blob.0[..])?;
+            value
+                .map(|bytes| TarIndex::decode(bytes.value()).ok_or_else(|| damaged("tar index")))
                 .transpose()
         })
         .await
@@ -706,6 +725,10 @@ fn reference_blob(
         None => {
             if let Some(index) = &object.fits {
                 txn.open_table(FITS_INDEXES)?
+                    .insert(&object.blake3.0[..], &index.encode()[..])?;
+            }
+            if let Some(index) = &object.tar {
+                txn.open_table(TAR_INDEXES)?
                     .insert(&object.blake3.0[..], &index.encode()[..])?;
             }
             BlobRecord {

@@ -24,6 +24,7 @@ use crate::checksum::{Blake3Digest, Md5Digest};
 use crate::error::{Result, io_error};
 use crate::fits::{self, FitsIndex, Indexer};
 use crate::outboard::TreeHasher;
+use crate::tar::{self, TarIndex, TarIndexer};
 
 /// Bytes handed to the lanes at once. Large enough that the blocking-pool hops (three per
 /// piece) cost well under 1 % of the hashing time, small enough that a thousand concurrent
@@ -37,8 +38,8 @@ type Piece = Arc<Vec<Bytes>>;
 /// trickling in tiny chunks cannot make a piece a list of a million entries.
 const SMALL_CHUNK_BYTES: usize = 16 * 1024;
 
-/// Leading bytes kept for content-type detection.
-const SNIFF_BYTES: usize = 16;
+/// Leading bytes kept for content detection: a tar header's magic is at 257.
+const SNIFF_BYTES: usize = 512;
 
 /// What a finished ingest measured.
 #[derive(Debug, Clone)]
@@ -50,6 +51,8 @@ pub(crate) struct Ingested {
     pub leading_bytes: Vec<u8>,
     /// The index of a body that starts like a FITS file.
     pub fits: Option<FitsIndex>,
+    /// The member index of a body that is a tar archive (a Measurement Set).
+    pub tar: Option<TarIndex>,
 }
 
 struct DataLane {
@@ -135,20 +138,49 @@ impl TreeLane {
     }
 }
 
+/// The lane that indexes content the daemon understands: FITS files and tar archives.
+enum ContentLane {
+    Fits(Indexer),
+    Tar(TarIndexer),
+}
+
+enum ContentIndex {
+    Fits(FitsIndex),
+    Tar(TarIndex),
+}
+
+impl ContentLane {
+    fn update(&mut self, piece: &[Bytes]) {
+        for chunk in piece {
+            match self {
+                ContentLane::Fits(indexer) => indexer.update(chunk),
+                ContentLane::Tar(indexer) => indexer.update(chunk),
+            }
+        }
+    }
+
+    fn finish(self) -> ContentIndex {
+        match self {
+            ContentLane::Fits(indexer) => ContentIndex::Fits(indexer.finish()),
+            ContentLane::Tar(indexer) => ContentIndex::Tar(indexer.finish()),
+        }
+    }
+}
+
 /// The lanes of one ingest; each lane is moved into its blocking task and back.
 struct Lanes {
     data: DataLane,
     tree: TreeLane,
     md5: Option<Md5>,
-    /// Started with the first piece when the body starts like a FITS file.
-    fits: Option<Indexer>,
+    /// Started with the first piece when the body starts like a FITS file or a tar archive.
+    content: Option<ContentLane>,
 }
 
 type InFlight = (
     JoinHandle<Result<DataLane>>,
     JoinHandle<Result<TreeLane>>,
     Option<JoinHandle<Md5>>,
-    Option<JoinHandle<Indexer>>,
+    Option<JoinHandle<ContentLane>>,
 );
 
 /// An ingest in progress.
@@ -182,7 +214,7 @@ impl Ingest {
                     outboard: None,
                 },
                 md5: md5.then(Md5::new),
-                fits: None,
+                content: None,
             }),
             in_flight: None,
             gathered: Vec::new(),
@@ -242,15 +274,13 @@ impl Ingest {
             mut data,
             mut tree,
             md5,
-            fits,
+            content,
         } = self.settle().await?;
-        let fits_task = self.fits_lane(fits).map(|mut fits| {
-            let fits_piece = piece.clone();
+        let content_task = self.content_lane(content).map(|mut lane| {
+            let lane_piece = piece.clone();
             tokio::task::spawn_blocking(move || {
-                for chunk in fits_piece.iter() {
-                    fits.update(chunk);
-                }
-                fits
+                lane.update(&lane_piece);
+                lane
             })
         });
         let data_piece = piece.clone();
@@ -265,29 +295,33 @@ impl Ingest {
             })
         });
         let tree_task = tokio::task::spawn_blocking(move || tree.update(&piece).map(|()| tree));
-        self.in_flight = Some((data_task, tree_task, md5_task, fits_task));
+        self.in_flight = Some((data_task, tree_task, md5_task, content_task));
         Ok(())
     }
 
-    /// The FITS lane: started with the first piece when the body starts like a FITS file.
-    fn fits_lane(&mut self, fits: Option<Indexer>) -> Option<Indexer> {
+    /// The content lane: started with the first piece when the body starts like a FITS file
+    /// or a tar archive.
+    fn content_lane(&mut self, lane: Option<ContentLane>) -> Option<ContentLane> {
         let first_piece = !std::mem::replace(&mut self.started, true);
         if first_piece && fits::looks_like_fits(&self.leading_bytes) {
-            return Some(Indexer::new());
+            return Some(ContentLane::Fits(Indexer::new()));
         }
-        fits
+        if first_piece && tar::looks_like_tar(&self.leading_bytes) {
+            return Some(ContentLane::Tar(TarIndexer::new()));
+        }
+        lane
     }
 
     /// The lanes, once the piece in flight (if any) has gone through all of them.
     async fn settle(&mut self) -> Result<Lanes> {
-        if let Some((data_task, tree_task, md5_task, fits_task)) = self.in_flight.take() {
+        if let Some((data_task, tree_task, md5_task, content_task)) = self.in_flight.take() {
             let data = crate::joined(data_task.await)??;
             let tree = crate::joined(tree_task.await)??;
             let md5 = match md5_task {
                 Some(task) => Some(crate::joined(task.await)?),
                 None => None,
             };
-            let fits = match fits_task {
+            let content = match content_task {
                 Some(task) => Some(crate::joined(task.await)?),
                 None => None,
             };
@@ -295,7 +329,7 @@ impl Ingest {
                 data,
                 tree,
                 md5,
-                fits,
+                content,
             });
         }
         Ok(self.lanes.take().expect("lanes are home between pieces"))
@@ -308,11 +342,11 @@ impl Ingest {
             mut data,
             mut tree,
             md5,
-            fits,
+            content,
         } = self.settle().await?;
-        let fits = self.fits_lane(fits);
+        let content = self.content_lane(content);
         let rest = self.take_gathered();
-        let (blake3, has_outboard, md5, fits) = crate::blocking(move || {
+        let (blake3, has_outboard, md5, content) = crate::blocking(move || {
             data.write(&rest)?;
             tree.update(&rest)?;
             let md5 = md5.map(|mut md5| {
@@ -321,15 +355,13 @@ impl Ingest {
                 }
                 Md5Digest(md5.finalize().into())
             });
-            let fits = fits.map(|mut fits| {
-                for chunk in &rest {
-                    fits.update(chunk);
-                }
-                fits.finish()
+            let content = content.map(|mut lane| {
+                lane.update(&rest);
+                lane.finish()
             });
             data.finish()?;
             let (blake3, has_outboard) = tree.finish()?;
-            Ok((blake3, has_outboard, md5, fits))
+            Ok((blake3, has_outboard, md5, content))
         })
         .await?;
         Ok(Ingested {
@@ -338,7 +370,14 @@ impl Ingest {
             md5,
             has_outboard,
             leading_bytes: self.leading_bytes,
-            fits,
+            fits: match &content {
+                Some(ContentIndex::Fits(index)) => Some(index.clone()),
+                _ => None,
+            },
+            tar: match content {
+                Some(ContentIndex::Tar(index)) => Some(index),
+                _ => None,
+            },
         })
     }
 }
@@ -351,11 +390,13 @@ fn create_new(path: &PathBuf) -> Result<File> {
         .map_err(io_error("create", path))
 }
 
-/// The MIME type of a body from its first bytes: FITS or generic binary.
+/// The MIME type of a body from its first bytes: FITS, tar or generic binary.
 pub(crate) fn sniff_content_type(leading_bytes: &[u8]) -> &'static str {
     // A FITS primary header starts with the card `SIMPLE  =` (FITS standard 3.0, §4.4.1.1).
-    if leading_bytes.starts_with(b"SIMPLE  =") {
+    if fits::looks_like_fits(leading_bytes) {
         "image/fits"
+    } else if tar::looks_like_tar(leading_bytes) {
+        "application/x-tar"
     } else {
         "application/octet-stream"
     }

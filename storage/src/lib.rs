@@ -24,6 +24,7 @@ mod read;
 mod recent;
 pub mod record;
 mod scrub;
+pub mod tar;
 
 use std::fs::{File, OpenOptions};
 use std::ops::Range;
@@ -329,6 +330,7 @@ impl Store {
             origin: options.origin,
             now: SystemTime::now(),
             fits: ingested.fits,
+            tar: ingested.tar,
         };
         let outcome = self.inner.catalog.insert(object).await;
         if placed && outcome.is_err() && self.inner.catalog.blob(blob).await?.is_none() {
@@ -370,6 +372,12 @@ impl Store {
     /// at ingest; `None` when they did not start like a FITS file.
     pub async fn fits_index(&self, record: &ObjectRecord) -> Result<Option<FitsIndex>> {
         self.inner.catalog.fits_index(record.blake3).await
+    }
+
+    /// The member index of the bytes of `record`, built at ingest; `None` when they were not
+    /// a tar archive.
+    pub async fn tar_index(&self, record: &ObjectRecord) -> Result<Option<tar::TarIndex>> {
+        self.inner.catalog.tar_index(record.blake3).await
     }
 
     /// Opens a live key for reading, in one blocking hop: the catalogue lookup and the open

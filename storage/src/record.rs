@@ -9,6 +9,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use crate::checksum::{Blake3Digest, Md5Digest};
 use crate::fits::{Check, FitsIndex, Hdu, IndexStatus};
 use crate::key::ObjectKey;
+use crate::tar::{TarIndex, TarMember};
 
 /// Version of the record encodings written by this build.
 pub const RECORD_FORMAT: u8 = 1;
@@ -502,6 +503,52 @@ impl FitsIndex {
     }
 }
 
+/// The byte encoding of a tar index (one per blob).
+impl TarIndex {
+    pub(crate) fn encode(&self) -> Vec<u8> {
+        let mut encoder = Encoder::new()
+            .optional_text(self.problem.as_deref().map(truncated))
+            .u64(self.members.len() as u64);
+        for member in &self.members {
+            encoder = encoder
+                .text(truncated_path(&member.path))
+                .u64(member.offset)
+                .u64(member.size);
+        }
+        encoder.0
+    }
+
+    pub(crate) fn decode(bytes: &[u8]) -> Option<Self> {
+        let mut decoder = Decoder::new(bytes)?;
+        let problem = decoder.optional_text()?;
+        let count = decoder.u64()?;
+        // Each member takes at least 18 bytes: a count beyond what is left is damage.
+        if count > decoder.0.len() as u64 / 18 {
+            return None;
+        }
+        let members = (0..count)
+            .map(|_| {
+                Some(TarMember {
+                    path: decoder.text()?,
+                    offset: decoder.u64()?,
+                    size: decoder.u64()?,
+                })
+            })
+            .collect::<Option<Vec<_>>>()?;
+        decoder.finish(TarIndex { members, problem })
+    }
+}
+
+/// A member path within the 16-bit length of a record text (tar paths are far shorter; a
+/// longer one could not be asked for in a URL anyway).
+fn truncated_path(path: &str) -> &str {
+    let mut end = path.len().min(u16::MAX as usize);
+    while !path.is_char_boundary(end) {
+        end -= 1;
+    }
+    &path[..end]
+}
+
 /// At most 1000 bytes of a text, cut at a character boundary: header strings are short, and a
 /// record field must stay within its 16-bit length.
 fn truncated(text: &str) -> &str {
@@ -636,11 +683,31 @@ mod tests {
         }
 
         #[test]
+        fn tar_index_round_trip(
+            members in proptest::collection::vec(("[ -~]{0,120}", any::<u64>(), any::<u64>()), 0..8),
+            problem in proptest::option::of("[ -~]{0,60}"),
+        ) {
+            let index = TarIndex {
+                members: members
+                    .into_iter()
+                    .map(|(path, offset, size)| TarMember { path, offset, size })
+                    .collect(),
+                problem,
+            };
+            let encoded = index.encode();
+            prop_assert_eq!(TarIndex::decode(&encoded), Some(index));
+            for cut in 0..encoded.len() {
+                prop_assert_eq!(TarIndex::decode(&encoded[..cut]), None);
+            }
+        }
+
+        #[test]
         fn decoding_garbage_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..200)) {
             let _ = ObjectValue::decode(&bytes);
             let _ = BlobRecord::decode(&bytes);
             let _ = Change::decode(1, &bytes);
             let _ = FitsIndex::decode(&bytes);
+            let _ = TarIndex::decode(&bytes);
         }
 
         #[test]

@@ -19,11 +19,11 @@ use storage::{
 };
 
 use super::error::ApiError;
-use super::fits;
 use super::range::{self, RangeDecision};
 use super::route::Route;
 use super::wire;
 use super::{App, Body, full};
+use super::{fits, members};
 use crate::auth::Scope;
 use storage::fits::{Check, FitsFilter};
 
@@ -65,9 +65,12 @@ pub(super) async fn handle(
         Route::GetObject(key) | Route::HeadObject(key) => {
             check(Scope::Read, Some(&key))?;
             let query = request.uri().query().unwrap_or("");
+            let head = request.method() == Method::HEAD;
             if let Some(view) = fits::parse_view(query)? {
-                let head = request.method() == Method::HEAD;
                 return fits::respond(app, &key, view, head).await;
+            }
+            if let Some(view) = members::parse_view(query)? {
+                return members::respond(app, &key, view, head, request.headers()).await;
             }
             get(app, &key, request.method(), request.headers()).await
         }

@@ -4,6 +4,7 @@
 pub mod error;
 mod fits;
 mod handlers;
+mod members;
 pub mod range;
 pub mod route;
 pub mod server;

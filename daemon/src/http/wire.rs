@@ -4,7 +4,8 @@
 
 pub use client::api::{
     BLAKE3_HEADER, ErrorBody, FITS_CHECKSUM_HEADER, FITS_HDUS_HEADER, FitsIndexInfo, HduInfo,
-    OBJECT_ID_HEADER, ObjectInfo, REQUEST_ID_HEADER, Status, Verification,
+    OBJECT_ID_HEADER, ObjectInfo, REQUEST_ID_HEADER, Status, TarIndexInfo, TarMemberInfo,
+    Verification,
 };
 use storage::ObjectRecord;
 use storage::fits::{Check, FitsIndex, IndexStatus};
