@@ -8,6 +8,7 @@
 //! acknowledged (group commit): concurrent writers share one fsync. Reads run on the blocking
 //! pool against a snapshot.
 
+use std::ops::Bound;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::mpsc;
@@ -22,7 +23,7 @@ use crate::error::{CatalogFailure, Result, StorageError};
 use crate::key::ObjectKey;
 use crate::record::{
     BlobRecord, BlobState, Change, ChangeKind, ObjectId, ObjectRecord, ObjectState, ObjectValue,
-    micros,
+    PartsDigest, micros,
 };
 
 const OBJECTS: TableDefinition<&str, &[u8]> = TableDefinition::new("objects");
@@ -68,6 +69,7 @@ pub(crate) struct NewObject {
     pub content_type: String,
     pub origin: Origin,
     pub now: SystemTime,
+    pub parts: Option<PartsDigest>,
 }
 
 /// What an insert did.
@@ -321,20 +323,39 @@ impl Catalog {
         after: Option<ObjectKey>,
         limit: usize,
     ) -> Result<Vec<ObjectRecord>> {
+        let start = match after {
+            Some(after) => Bound::Excluded(after.as_str().to_owned()),
+            None => Bound::Unbounded,
+        };
+        self.list_page(prefix, start, limit).await
+    }
+
+    /// Up to `limit` live objects whose keys start with `prefix`, from `start` on, in key order.
+    pub async fn list_page(
+        &self,
+        prefix: String,
+        start: Bound<String>,
+        limit: usize,
+    ) -> Result<Vec<ObjectRecord>> {
         self.read("list objects", move |txn| {
             let objects = txn.open_table(OBJECTS)?;
-            let start = match &after {
-                Some(after) if after.as_str() >= prefix.as_str() => after.as_str(),
+            // Begin at the later of the prefix and the caller's start.
+            let from = match &start {
+                Bound::Included(start) | Bound::Excluded(start)
+                    if start.as_str() >= prefix.as_str() =>
+                {
+                    start.as_str()
+                }
                 _ => prefix.as_str(),
             };
             let mut found = Vec::new();
-            for entry in objects.range(start..)? {
+            for entry in objects.range(from..)? {
                 let (key, value) = entry?;
                 let key = key.value();
                 if !key.starts_with(prefix.as_str()) || found.len() == limit {
                     break;
                 }
-                if after.as_ref().is_some_and(|after| key <= after.as_str()) {
+                if matches!(&start, Bound::Excluded(start) if key <= start.as_str()) {
                     continue;
                 }
                 let value = ObjectValue::decode(value.value()).ok_or_else(|| damaged("object"))?;
@@ -713,6 +734,7 @@ fn insert(
                 state,
                 content_type: object.content_type.clone(),
                 deleted: None,
+                parts: object.parts,
             };
             objects.insert(object.key.as_str(), &value.encode()[..])?;
             ids.insert(object_id.0, object.key.as_str())?;
