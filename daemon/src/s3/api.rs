@@ -100,6 +100,30 @@ impl Dataserver {
         }
     }
 
+    /// The source and target keys of a copy, checked: the source readable, the target
+    /// writable.
+    fn copy_keys(
+        &self,
+        credentials: Option<&s3s::auth::Credentials>,
+        source: &CopySource,
+        bucket: &str,
+        key: &str,
+    ) -> S3Result<(ObjectKey, ObjectKey)> {
+        let CopySource::Bucket {
+            bucket: source_bucket,
+            key: source_key,
+            ..
+        } = source
+        else {
+            return Err(s3_error!(NotImplemented, "copy sources are bucket/key"));
+        };
+        let from = object_key(source_bucket, source_key)?;
+        let to = object_key(bucket, key)?;
+        self.authorize(credentials, Scope::Read, from.as_str())?;
+        self.authorize(credentials, Scope::Write, to.as_str())?;
+        Ok((from, to))
+    }
+
     /// Whether bucket `bucket` exists: a marker, or a live key under `bucket/`.
     async fn bucket_exists(&self, bucket: &str) -> S3Result<bool> {
         let buckets = self.buckets.clone();
@@ -787,18 +811,12 @@ impl S3 for Dataserver {
         req: S3Request<CopyObjectInput>,
     ) -> S3Result<S3Response<CopyObjectOutput>> {
         let input = req.input;
-        let CopySource::Bucket {
-            bucket: source_bucket,
-            key: source_key,
-            ..
-        } = &input.copy_source
-        else {
-            return Err(s3_error!(NotImplemented, "copy sources are bucket/key"));
-        };
-        let from = object_key(source_bucket, source_key)?;
-        let to = object_key(&input.bucket, &input.key)?;
-        self.authorize(req.credentials.as_ref(), Scope::Read, from.as_str())?;
-        self.authorize(req.credentials.as_ref(), Scope::Write, to.as_str())?;
+        let (from, to) = self.copy_keys(
+            req.credentials.as_ref(),
+            &input.copy_source,
+            &input.bucket,
+            &input.key,
+        )?;
         self.require_bucket(&input.bucket).await?;
         let stored = self.store.copy(&from, &to).await.map_err(s3_error)?;
         if stored.created {
@@ -961,18 +979,12 @@ impl S3 for Dataserver {
         req: S3Request<UploadPartCopyInput>,
     ) -> S3Result<S3Response<UploadPartCopyOutput>> {
         let input = req.input;
-        let CopySource::Bucket {
-            bucket: source_bucket,
-            key: source_key,
-            ..
-        } = &input.copy_source
-        else {
-            return Err(s3_error!(NotImplemented, "copy sources are bucket/key"));
-        };
-        let from = object_key(source_bucket, source_key)?;
-        let key = object_key(&input.bucket, &input.key)?;
-        self.authorize(req.credentials.as_ref(), Scope::Read, from.as_str())?;
-        self.authorize(req.credentials.as_ref(), Scope::Write, key.as_str())?;
+        let (from, key) = self.copy_keys(
+            req.credentials.as_ref(),
+            &input.copy_source,
+            &input.bucket,
+            &input.key,
+        )?;
         self.upload(&input.upload_id, &input.bucket, &input.key)
             .await?;
         let object = self.store.get(&from).await.map_err(s3_error)?;
