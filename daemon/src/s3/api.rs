@@ -979,7 +979,7 @@ impl S3 for Dataserver {
         req: S3Request<UploadPartCopyInput>,
     ) -> S3Result<S3Response<UploadPartCopyOutput>> {
         let input = req.input;
-        let (from, key) = self.copy_keys(
+        let (from, _key) = self.copy_keys(
             req.credentials.as_ref(),
             &input.copy_source,
             &input.bucket,

@@ -196,7 +196,24 @@ fn compare(
 
 /// The mismatch behind a body error, if that is what it was.
 pub fn mismatch_of(error: &std::io::Error) -> Option<&ChecksumMismatch> {
-    error.get_ref()?.downcast_ref::<ChecksumMismatch>()
+    cause::<ChecksumMismatch>(error)
+}
+
+/// The first error of type `T` in `error`'s chain. Body errors arrive wrapped in
+/// `io::Error`s, sometimes twice; `io::Error::source` skips the error it wraps, so each
+/// wrapper is opened with `get_ref`.
+pub fn cause<T: std::error::Error + 'static>(error: &std::io::Error) -> Option<&T> {
+    let mut current: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(error) = current {
+        if let Some(found) = error.downcast_ref::<T>() {
+            return Some(found);
+        }
+        current = match error.downcast_ref::<std::io::Error>() {
+            Some(io) => io.get_ref().map(|inner| inner as _),
+            None => error.source(),
+        };
+    }
+    None
 }
 
 #[cfg(test)]
@@ -236,6 +253,16 @@ mod tests {
         ]));
         assert_eq!(
             run(good, b"hello world").await.expect("passes"),
+            b"hello world"
+        );
+        // CRC32C and CRC64NVME of the same bytes, from a bitwise reference implementation
+        // (CRC-64/NVME: reflected 0x9a6c9329ac4bc9b5, check value 0xae8b14860a799888).
+        let castagnoli = Announced::from_headers(&headers(&[
+            ("x-amz-checksum-crc32c", "yZRlqg=="),
+            ("x-amz-checksum-crc64nvme", "jSnVw/bqjr4="),
+        ]));
+        assert_eq!(
+            run(castagnoli, b"hello world").await.expect("passes"),
             b"hello world"
         );
         let bad = Announced::from_headers(&headers(&[("x-amz-checksum-crc32", "AAAAAA==")]));

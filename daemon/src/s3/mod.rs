@@ -280,14 +280,7 @@ struct BodyCut(BodyFailure);
 
 /// The listener's reason behind a body error, if any.
 pub fn body_failure(error: &std::io::Error) -> Option<BodyFailure> {
-    let mut source: Option<&(dyn std::error::Error + 'static)> = error.get_ref().map(|e| e as _);
-    while let Some(current) = source {
-        if let Some(cut) = current.downcast_ref::<BodyCut>() {
-            return Some(cut.0);
-        }
-        source = current.source();
-    }
-    None
+    checksums::cause::<BodyCut>(error).map(|cut| cut.0)
 }
 
 /// A request body held to the size limit and the idle timeout.
