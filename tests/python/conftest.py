@@ -51,11 +51,11 @@ class Dataserver:
         self.session.trust_env = False
         # The S3 listener and its first-start admin key pair (see `s3_client`).
         addresses = json.loads((data_dir.parent / "addr.json").read_text())
-        self.s3_url = f"http://{addresses['s3']}"
+        self.s3_url = f"{addresses.get('scheme', 'http')}://{addresses['s3']}"
         credentials = tomllib.loads((data_dir / "s3-credentials").read_text())
         self.s3_key = (credentials["access_key_id"], credentials["secret_access_key"])
 
-    def s3_client(self, key: tuple[str, str] | None = None, **config):
+    def s3_client(self, key: tuple[str, str] | None = None, verify: str | None = None, **config):
         """A boto3 S3 client for this daemon: path-style, current defaults (trailer checksums
         on), no retries so a refusal shows at once."""
         import boto3
@@ -68,6 +68,7 @@ class Dataserver:
             aws_access_key_id=access_key,
             aws_secret_access_key=secret,
             region_name="us-east-1",
+            verify=verify,
             config=botocore.config.Config(
                 s3={"addressing_style": "path"}, retries={"max_attempts": 1}, **config
             ),

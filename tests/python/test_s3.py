@@ -8,6 +8,7 @@ import base64
 import concurrent.futures
 import hashlib
 import os
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -393,3 +394,65 @@ def test_rclone_copies_a_tree_up_and_down(dataserver, s3, tmp_path):
     for name, content in files.items():
         assert (down / name).read_bytes() == content
         assert dataserver.get(f"survey/tree/{name}").content == content
+
+
+@pytest.fixture
+def tls_dataserver(tmp_path):
+    """A daemon whose listeners speak TLS (a fresh self-signed certificate for 127.0.0.1): over
+    HTTPS, boto3 sends uploads aws-chunked with the checksum in a trailer, its default."""
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+         "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+         "-keyout", str(key), "-out", str(cert)],
+        check=True, capture_output=True, timeout=60,
+    )
+    config = f'[tls]\ncert_file = "{cert}"\nkey_file = "{key}"\n'
+    process, url, data_dir, log_path = _start(tmp_path, config)
+    server = Dataserver(process, url, "", data_dir, log_path)
+    server.cert = str(cert)
+    yield server
+    _stop(server)
+
+
+def native_get(server, key: str) -> requests.Response:
+    session = requests.Session()
+    session.trust_env = False
+    return session.get(f"{server.url.replace('http://', 'https://')}/{key}", verify=server.cert, timeout=30)
+
+
+def test_trailer_checksums_over_tls(tls_dataserver):
+    s3 = tls_dataserver.s3_client(verify=tls_dataserver.cert)
+    s3.create_bucket(Bucket="survey")
+    seen = []
+    s3.meta.events.register("before-send.s3.*", lambda request, **_: seen.append({k.lower(): v for k, v in request.headers.items()}))
+    body = data(3 * MIB, 60)
+    put = s3.put_object(Bucket="survey", Key="chunked.fits", Body=body)
+    # boto3's default: aws-chunked body, CRC32 in a trailer.
+    assert seen[-1].get("x-amz-trailer") in ("x-amz-checksum-crc32", b"x-amz-checksum-crc32")
+    assert put["ChecksumCRC32"]
+    assert native_get(tls_dataserver, "survey/chunked.fits").content == body
+    # Multipart parts travel the same way.
+    upload_id = s3.create_multipart_upload(Bucket="survey", Key="parts")["UploadId"]
+    etag = s3.upload_part(Bucket="survey", Key="parts", UploadId=upload_id, PartNumber=1, Body=body)["ETag"]
+    s3.complete_multipart_upload(
+        Bucket="survey", Key="parts", UploadId=upload_id, MultipartUpload={"Parts": [{"PartNumber": 1, "ETag": etag}]}
+    )
+    assert native_get(tls_dataserver, "survey/parts").content == body
+
+    # A trailer that does not match the body: refused, nothing stored.
+    def spoil_trailer(request, **_):
+        if hasattr(request.body, "read"):
+            request.body.seek(0)
+            sent = b"".join(iter(lambda: request.body.read(65536), b""))
+        else:
+            sent = request.body
+        spoiled = re.sub(rb"x-amz-checksum-crc32:[A-Za-z0-9+/=]{8}", b"x-amz-checksum-crc32:AAAAAA==", sent)
+        assert spoiled != sent, "no CRC32 trailer to spoil"
+        request.body = spoiled
+
+    s3.meta.events.register("before-send.s3.PutObject", spoil_trailer)
+    with pytest.raises(ClientError) as mismatch:
+        s3.put_object(Bucket="survey", Key="spoiled.fits", Body=body)
+    assert error_of(mismatch) == (400, "BadDigest")
+    assert native_get(tls_dataserver, "survey/spoiled.fits").status_code == 404
