@@ -196,10 +196,7 @@ pub async fn serve(
     );
     let s3_api = async {
         if let Some((frontend, listener)) = s3 {
-            let expiry = tokio::spawn(s3::S3Frontend::expire_uploads_forever(
-                data_dir.clone(),
-                upload_expiry,
-            ));
+            let expiry = tokio::spawn(frontend.clone().expire_uploads_forever(upload_expiry));
             http::server::serve(
                 frontend,
                 limits,

@@ -44,16 +44,17 @@ pub struct Dataserver {
 }
 
 impl Dataserver {
-    /// The S3 side of `store`.
+    /// The S3 side of `store`, its multipart uploads staged in `uploads`.
     pub fn new(
         store: Store,
         config: &Config,
         access: Arc<Access>,
         keys: Arc<Vec<S3Key>>,
+        uploads: Uploads,
     ) -> std::io::Result<Self> {
         Ok(Self {
             buckets: BucketDir::open(&config.data_dir)?,
-            uploads: Uploads::open(&config.data_dir)?,
+            uploads,
             store,
             access,
             keys,

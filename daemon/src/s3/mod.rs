@@ -41,6 +41,7 @@ const EXPIRY_INTERVAL: Duration = Duration::from_secs(3600);
 pub struct S3Frontend {
     app: Arc<App>,
     service: S3Service,
+    uploads: uploads::Uploads,
 }
 
 impl S3Frontend {
@@ -48,23 +49,31 @@ impl S3Frontend {
     pub fn new(app: Arc<App>, keys: Vec<S3Key>) -> std::io::Result<Arc<Self>> {
         let keys = Arc::new(keys);
         let access = app.access.clone();
-        let dataserver = Dataserver::new(app.store.clone(), &app.config, access, keys.clone())?;
+        // Opened once, at start: opening clears interrupted part files, which must never
+        // happen while parts are being written.
+        let uploads = uploads::Uploads::open(&app.config.data_dir)?;
+        let dataserver = Dataserver::new(
+            app.store.clone(),
+            &app.config,
+            access,
+            keys.clone(),
+            uploads.clone(),
+        )?;
         let mut builder = S3ServiceBuilder::new(dataserver);
         builder.set_auth(KeyAuth { keys });
         builder.set_access(NameTheOperation);
         Ok(Arc::new(Self {
             service: builder.build(),
             app,
+            uploads,
         }))
     }
 
-    /// Removes multipart uploads older than the configured expiry, now and every hour.
-    pub async fn expire_uploads_forever(data_dir: std::path::PathBuf, expiry: Duration) {
+    /// Removes multipart uploads older than `expiry`, now and every hour.
+    pub async fn expire_uploads_forever(self: Arc<Self>, expiry: Duration) {
         loop {
-            let dir = data_dir.clone();
-            let expired =
-                tokio::task::spawn_blocking(move || uploads::Uploads::open(&dir)?.expire(expiry))
-                    .await;
+            let uploads = self.uploads.clone();
+            let expired = tokio::task::spawn_blocking(move || uploads.expire(expiry)).await;
             match expired {
                 Ok(Ok(0)) => {}
                 Ok(Ok(removed)) => tracing::info!(removed, "removed expired multipart uploads"),
