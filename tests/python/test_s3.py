@@ -456,3 +456,29 @@ def test_trailer_checksums_over_tls(tls_dataserver):
         s3.put_object(Bucket="survey", Key="spoiled.fits", Body=body)
     assert error_of(mismatch) == (400, "BadDigest")
     assert native_get(tls_dataserver, "survey/spoiled.fits").status_code == 404
+
+
+def test_limits_and_closed_reads(tmp_path):
+    config = "public_reads = false\n[limits]\nmax_body_bytes = 100000\n"
+    process, url, data_dir, log_path = _start(tmp_path, config)
+    server = Dataserver(process, url, "", data_dir, log_path)
+    try:
+        s3 = server.s3_client()
+        s3.create_bucket(Bucket="survey")
+        with pytest.raises(ClientError) as too_large:
+            s3.put_object(Bucket="survey", Key="big", Body=data(100_001, 70))
+        # S3 answers EntityTooLarge with 400 (the native API with 413).
+        assert error_of(too_large) == (400, "EntityTooLarge")
+        s3.put_object(Bucket="survey", Key="fits", Body=data(100_000, 70))
+        import botocore
+
+        anonymous = server.s3_client(signature_version=botocore.UNSIGNED)
+        with pytest.raises(ClientError) as closed:
+            anonymous.get_object(Bucket="survey", Key="fits")
+        assert error_of(closed) == (403, "AccessDenied")
+        with pytest.raises(ClientError) as closed_listing:
+            anonymous.list_objects_v2(Bucket="survey")
+        assert error_of(closed_listing) == (403, "AccessDenied")
+        assert [o["Key"] for o in s3.list_objects_v2(Bucket="survey")["Contents"]] == ["fits"]
+    finally:
+        _stop(server)
