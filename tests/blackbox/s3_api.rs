@@ -130,6 +130,16 @@ async fn objects_cross_both_apis() {
         ),
         "{metrics}"
     );
+    let counter = |name: &str| -> u64 {
+        metrics
+            .lines()
+            .find_map(|line| line.strip_prefix(name)?.trim().parse().ok())
+            .unwrap_or_else(|| panic!("{name} in\n{metrics}"))
+    };
+    assert!(counter("dataserver_http_received_bytes_total") >= 2 * data.len() as u64);
+    // Native GETs sent `data` twice; S3 sent `native`, the range and `data` once.
+    let sent = native.len() + 3 * data.len() + 69_000;
+    assert!(counter("dataserver_http_sent_bytes_total") >= sent as u64);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

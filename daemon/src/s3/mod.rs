@@ -13,6 +13,7 @@ pub mod checksums;
 pub mod uploads;
 
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -106,11 +107,13 @@ impl S3Frontend {
                 Err(_) => overloaded(),
                 Ok(_permit) => {
                     self.app.metrics.in_flight.inc();
+                    let received = Arc::new(AtomicU64::new(0));
                     let mut request = request.map(|body| {
                         s3s::Body::http_body(LimitedBody::new(
                             body,
                             limits.max_body_bytes,
                             limits.body_idle_timeout,
+                            received.clone(),
                         ))
                     });
                     request.extensions_mut().insert(operation.clone());
@@ -124,6 +127,11 @@ impl S3Frontend {
                         }
                     };
                     self.app.metrics.in_flight.dec();
+                    // Bodies are read by the operation, before its response.
+                    self.app
+                        .metrics
+                        .bytes_in
+                        .inc_by(received.load(Ordering::Relaxed));
                     response
                 }
             }
@@ -150,6 +158,14 @@ impl S3Frontend {
             response.headers_mut().insert("x-amz-request-id", value);
         }
         let route = operation.name();
+        let bytes_out = response
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|value| value.to_str().ok()?.parse::<u64>().ok())
+            .unwrap_or(0);
+        if status.is_success() {
+            self.app.metrics.bytes_out.inc_by(bytes_out);
+        }
         self.app
             .metrics
             .observe("s3", &route, status, started.elapsed());
@@ -159,6 +175,7 @@ impl S3Frontend {
             api = "s3",
             route,
             status = status.as_u16(),
+            bytes_out,
             duration_ms = started.elapsed().as_secs_f64() * 1000.0,
             "request"
         );
@@ -296,16 +313,19 @@ pub fn body_failure(error: &std::io::Error) -> Option<BodyFailure> {
 struct LimitedBody {
     inner: Incoming,
     received: u64,
+    /// Also counted here, for the metrics.
+    counted: Arc<AtomicU64>,
     limit: u64,
     idle: Duration,
     deadline: Pin<Box<tokio::time::Sleep>>,
 }
 
 impl LimitedBody {
-    fn new(inner: Incoming, limit: u64, idle: Duration) -> Self {
+    fn new(inner: Incoming, limit: u64, idle: Duration, counted: Arc<AtomicU64>) -> Self {
         Self {
             inner,
             received: 0,
+            counted,
             limit,
             idle,
             deadline: Box::pin(tokio::time::sleep(idle)),
@@ -326,6 +346,7 @@ impl http_body::Body for LimitedBody {
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(data) = frame.data_ref() {
                     this.received += data.len() as u64;
+                    this.counted.fetch_add(data.len() as u64, Ordering::Relaxed);
                     if this.received > this.limit {
                         return Poll::Ready(Some(Err(Box::new(BodyCut(BodyFailure::TooLarge)))));
                     }
