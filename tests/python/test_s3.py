@@ -108,6 +108,11 @@ def test_keys_are_write_once(dataserver, s3):
     assert error_of(conflict) == (409, "KeyAlreadyExists")
     assert "write-once" in conflict.value.response["Error"]["Message"]
     assert s3.get_object(Bucket="survey", Key="release.fits")["Body"].read() == b"first"
+    # A create-only put (If-None-Match: *) of an existing key: 412, as S3.
+    with pytest.raises(ClientError) as exists:
+        s3.put_object(Bucket="survey", Key="release.fits", Body=b"first", IfNoneMatch="*")
+    assert error_of(exists) == (412, "PreconditionFailed")
+    s3.put_object(Bucket="survey", Key="fresh.fits", Body=b"new", IfNoneMatch="*")
     # Also after deletion: the key stays bound to its content.
     s3.delete_object(Bucket="survey", Key="release.fits")
     with pytest.raises(ClientError) as after_delete:

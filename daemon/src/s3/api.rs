@@ -179,6 +179,15 @@ impl Dataserver {
         }
     }
 
+    /// `If-None-Match: *`: 412 when the key holds a live object (a create-only put).
+    async fn refuse_if_present(&self, key: &ObjectKey) -> S3Result<()> {
+        match self.store.head(key).await {
+            Ok(_) => Err(s3_error!(PreconditionFailed, "{key} already exists")),
+            Err(StorageError::NotFound { .. }) => Ok(()),
+            Err(error) => Err(s3_error(error)),
+        }
+    }
+
     /// The target of an upload, checked against the request's bucket and key.
     async fn upload(&self, id: &str, bucket: &str, key: &str) -> S3Result<UploadMeta> {
         let uploads = self.uploads.clone();
@@ -652,6 +661,13 @@ impl S3 for Dataserver {
         let key = object_key(&input.bucket, &input.key)?;
         self.authorize(req.credentials.as_ref(), Scope::Write, key.as_str())?;
         self.require_bucket(&input.bucket).await?;
+        if input
+            .if_none_match
+            .as_ref()
+            .is_some_and(ETagCondition::is_any)
+        {
+            self.refuse_if_present(&key).await?;
+        }
         let body = input.body.ok_or_else(|| s3_error!(IncompleteBody))?;
         let size = input.content_length.and_then(|n| u64::try_from(n).ok());
         if size.is_some_and(|size| size > self.max_body_bytes) {
@@ -1134,6 +1150,13 @@ impl S3 for Dataserver {
         let meta = self
             .upload(&input.upload_id, &input.bucket, &input.key)
             .await?;
+        if input
+            .if_none_match
+            .as_ref()
+            .is_some_and(ETagCondition::is_any)
+        {
+            self.refuse_if_present(&key).await?;
+        }
         let requested = input
             .multipart_upload
             .and_then(|upload| upload.parts)
