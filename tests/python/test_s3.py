@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import concurrent.futures
+import datetime
 import hashlib
 import os
 import re
@@ -81,6 +82,17 @@ def test_objects_cross_the_two_apis(dataserver, s3):
     assert error_of(outside) == (416, "InvalidRange")
     head = s3.head_object(Bucket="survey", Key="kids/frame.fits")
     assert head["ContentLength"] == len(body)
+    # Conditional reads: If-None-Match / If-Modified-Since → 304, If-Match / If-Unmodified-Since → 412.
+    for condition in ({"IfNoneMatch": put["ETag"]}, {"IfModifiedSince": head["LastModified"]}):
+        with pytest.raises(ClientError) as not_modified:
+            s3.get_object(Bucket="survey", Key="kids/frame.fits", **condition)
+        assert error_of(not_modified)[0] == 304
+    for condition in ({"IfMatch": '"0123"'}, {"IfUnmodifiedSince": head["LastModified"] - datetime.timedelta(seconds=1)}):
+        with pytest.raises(ClientError) as failed:
+            s3.get_object(Bucket="survey", Key="kids/frame.fits", **condition)
+        assert error_of(failed) == (412, "PreconditionFailed")
+    matched = s3.get_object(Bucket="survey", Key="kids/frame.fits", IfMatch=put["ETag"], Range="bytes=0-9")
+    assert matched["Body"].read() == body[:10]
     # Stored natively, read through S3.
     assert dataserver.put("survey/native.txt", b"from curl").status_code == 201
     assert s3.get_object(Bucket="survey", Key="native.txt")["Body"].read() == b"from curl"

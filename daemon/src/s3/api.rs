@@ -438,8 +438,50 @@ fn etag(record: &ObjectRecord) -> ETag {
     })
 }
 
+/// A record's time as S3 shows it: whole seconds, as `Last-Modified` carries them, so a
+/// client's `If-Modified-Since` with the value it was given compares equal.
 fn timestamp(time: SystemTime) -> Timestamp {
-    Timestamp::from(time)
+    let seconds = time
+        .duration_since(UNIX_EPOCH)
+        .map(|since| since.as_secs())
+        .unwrap_or(0);
+    Timestamp::from(UNIX_EPOCH + std::time::Duration::from_secs(seconds))
+}
+
+/// The conditional headers of GET and HEAD, in RFC 9110's order: `If-Match` (else
+/// `If-Unmodified-Since`) failing is 412; `If-None-Match` (else `If-Modified-Since`) matching
+/// is 304.
+fn check_conditions(
+    record: &ObjectRecord,
+    if_match: Option<&ETagCondition>,
+    if_none_match: Option<&ETagCondition>,
+    if_modified_since: Option<&Timestamp>,
+    if_unmodified_since: Option<&Timestamp>,
+) -> S3Result<()> {
+    let current = etag(record);
+    let modified = timestamp(record.created);
+    let matches = |condition: &ETagCondition| match condition {
+        ETagCondition::Any => true,
+        ETagCondition::ETag(other) => current.weak_cmp(other),
+    };
+    let precondition_failed = match if_match {
+        Some(condition) => !matches(condition),
+        None => if_unmodified_since.is_some_and(|since| modified > *since),
+    };
+    if precondition_failed {
+        return Err(s3_error!(
+            PreconditionFailed,
+            "the object does not meet the condition"
+        ));
+    }
+    let not_modified = match if_none_match {
+        Some(condition) => matches(condition),
+        None => if_modified_since.is_some_and(|since| modified <= *since),
+    };
+    if not_modified {
+        return Err(s3_error!(NotModified));
+    }
+    Ok(())
 }
 
 fn content_md5(value: Option<&str>) -> S3Result<Option<Md5Digest>> {
@@ -713,6 +755,13 @@ impl S3 for Dataserver {
         self.authorize(req.credentials.as_ref(), Scope::Read, key.as_str())?;
         let object = self.store.get(&key).await.map_err(s3_error)?;
         let record = object.record().clone();
+        check_conditions(
+            &record,
+            input.if_match.as_ref(),
+            input.if_none_match.as_ref(),
+            input.if_modified_since.as_ref(),
+            input.if_unmodified_since.as_ref(),
+        )?;
         let range = match &input.range {
             None => 0..record.size,
             Some(range) => range
@@ -752,6 +801,13 @@ impl S3 for Dataserver {
         let key = object_key(&input.bucket, &input.key)?;
         self.authorize(req.credentials.as_ref(), Scope::Read, key.as_str())?;
         let record = self.store.head(&key).await.map_err(s3_error)?;
+        check_conditions(
+            &record,
+            input.if_match.as_ref(),
+            input.if_none_match.as_ref(),
+            input.if_modified_since.as_ref(),
+            input.if_unmodified_since.as_ref(),
+        )?;
         Ok(S3Response::new(HeadObjectOutput {
             content_length: i64::try_from(record.size).ok(),
             content_type: Some(record.content_type.clone()),
