@@ -496,6 +496,18 @@ def test_trailer_checksums_over_tls(tls_dataserver):
     )
     assert native_get(tls_dataserver, "survey/parts").content == body
 
+    # boto3's managed transfer (what `aws s3 cp` uses): multipart with per-part trailers.
+    import boto3.s3.transfer
+
+    config = boto3.s3.transfer.TransferConfig(multipart_threshold=5 * MIB, multipart_chunksize=5 * MIB)
+    source = tls_dataserver.data_dir.parent / "transfer.bin"
+    source.write_bytes(data(12 * MIB, 61))
+    s3.upload_file(str(source), "survey", "transfer.bin", Config=config)
+    assert s3.head_object(Bucket="survey", Key="transfer.bin")["ETag"].strip('"').endswith("-3")
+    target = tls_dataserver.data_dir.parent / "transfer.back"
+    s3.download_file("survey", "transfer.bin", str(target), Config=config)
+    assert target.read_bytes() == source.read_bytes()
+
     # A trailer that does not match the body: refused, nothing stored.
     def spoil_trailer(request, **_):
         if hasattr(request.body, "read"):
