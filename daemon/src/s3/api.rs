@@ -301,9 +301,17 @@ impl Dataserver {
         let bucket_prefix = format!("{bucket}/");
         let full_prefix = format!("{bucket_prefix}{prefix}");
         let delimiter = delimiter.filter(|d| !d.is_empty());
+        let common_prefix_of = |relative: &str| -> Option<String> {
+            let d = delimiter?;
+            let rest = relative.strip_prefix(prefix)?;
+            rest.find(d)
+                .map(|at| relative[..prefix.len() + at + d.len()].to_owned())
+        };
         let mut cursor: Bound<String> = match start {
-            // A start that is a common prefix skips everything under it.
-            Some(start) if delimiter.is_some_and(|d| start.ends_with(d)) => {
+            // A start that is itself a common prefix stands for everything under it: skip it
+            // all. (A key merely ending in the delimiter, "dir/" under the prefix "dir/", is
+            // not one.)
+            Some(start) if common_prefix_of(start).as_deref() == Some(start) => {
                 match successor(&format!("{bucket_prefix}{start}")) {
                     Some(next) => Bound::Included(next),
                     None => return Ok(Listing::default()),
@@ -325,12 +333,7 @@ impl Dataserver {
                 .map_err(s3_error)?;
             let full_page = page.len() == wanted;
             for record in page {
-                let relative = record.key.as_str()[bucket_prefix.len()..].to_owned();
-                let common = delimiter.and_then(|d| {
-                    relative[prefix.len()..]
-                        .find(d)
-                        .map(|at| relative[..prefix.len() + at + d.len()].to_owned())
-                });
+                let common = common_prefix_of(&record.key.as_str()[bucket_prefix.len()..]);
                 if listing.count() == max_keys {
                     listing.truncated = true;
                     break 'pages;
@@ -1353,6 +1356,103 @@ fn copy_range(text: &str, size: u64) -> S3Result<std::ops::Range<u64>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// What a whole listing (all pages) must give: objects and common prefixes in order.
+    fn model(keys: &[String], prefix: &str, delimiter: Option<&str>) -> Vec<String> {
+        let mut entries: Vec<String> = Vec::new();
+        for key in keys.iter().filter(|key| key.starts_with(prefix)) {
+            let entry = match delimiter.and_then(|d| key[prefix.len()..].find(d).map(|at| (at, d)))
+            {
+                Some((at, d)) => key[..prefix.len() + at + d.len()].to_owned(),
+                None => key.clone(),
+            };
+            if entries.last() != Some(&entry) {
+                entries.push(entry);
+            }
+        }
+        entries
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn listings_page_through_the_catalogue_like_a_sorted_model() {
+        let dir = tempfile::TempDir::new().expect("temp dir");
+        let mut store_config = storage::StoreConfig::new(dir.path().join("data"));
+        store_config.background = false;
+        let store = Store::open(store_config).await.expect("open store");
+        let flags = crate::config::Flags {
+            data_dir: Some(dir.path().join("data")),
+            ..Default::default()
+        };
+        let config = Config::validate(Default::default(), flags).expect("config");
+        let api = Dataserver::new(
+            store.clone(),
+            &config,
+            Arc::new(Access::new(Vec::new(), true)),
+            Arc::new(Vec::new()),
+            Uploads::open(&config.data_dir).expect("uploads"),
+        )
+        .expect("api");
+        // Keys with nested prefixes, neighbours of '/' ('.', '0') and multi-byte characters.
+        let mut state = 7u64;
+        let parts = ["a", "a.b", "a0", "b", "é", "z"];
+        let mut keys = std::collections::BTreeSet::new();
+        while keys.len() < 300 {
+            let mut key = String::new();
+            let depth = 1 + (state % 4) as usize;
+            for level in 0..depth {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                if level > 0 {
+                    key.push('/');
+                }
+                key.push_str(parts[(state % parts.len() as u64) as usize]);
+            }
+            keys.insert(key);
+        }
+        for key in &keys {
+            let object = ObjectKey::parse(&format!("bkt/{key}")).expect("key");
+            let body =
+                futures_util::stream::iter([Ok::<_, std::io::Error>(Bytes::from(key.clone()))]);
+            store
+                .put(&object, body, PutOptions::default())
+                .await
+                .expect("put");
+        }
+        let keys: Vec<String> = keys.into_iter().collect();
+        for prefix in ["", "a", "a/", "a/a", "é/", "nothing"] {
+            for delimiter in [None, Some("/"), Some("a"), Some("/a")] {
+                for max_keys in [1, 2, 7, 1000] {
+                    let mut listed = Vec::new();
+                    let mut start: Option<String> = None;
+                    loop {
+                        let page = api
+                            .list_page("bkt", prefix, delimiter, start.as_deref(), max_keys)
+                            .await
+                            .expect("list");
+                        let mut entries: Vec<String> = page
+                            .objects
+                            .iter()
+                            .map(|record| record.key.as_str()["bkt/".len()..].to_owned())
+                            .chain(page.prefixes.iter().cloned())
+                            .collect();
+                        entries.sort();
+                        assert!(entries.len() <= max_keys);
+                        listed.extend(entries);
+                        if !page.truncated {
+                            break;
+                        }
+                        start = page.last("bkt");
+                    }
+                    assert_eq!(
+                        listed,
+                        model(&keys, prefix, delimiter),
+                        "prefix {prefix:?}, delimiter {delimiter:?}, max-keys {max_keys}"
+                    );
+                }
+            }
+        }
+    }
 
     #[test]
     fn copy_ranges() {
