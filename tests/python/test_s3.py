@@ -107,6 +107,10 @@ def test_objects_cross_the_two_apis(dataserver, s3):
     with pytest.raises(ClientError) as missing:
         s3.get_object(Bucket="survey", Key="b")
     assert error_of(missing) == (404, "NoSuchKey")
+    # Keys follow the native rules: no empty segment, so no "directory marker" objects.
+    with pytest.raises(ClientError) as marker:
+        s3.put_object(Bucket="survey", Key="folder/", Body=b"")
+    assert error_of(marker) == (400, "InvalidArgument")
     # Every S3 answer carries a request ID.
     assert head["ResponseMetadata"]["RequestId"]
 
