@@ -5,11 +5,13 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # System tools the tests drive: curl and wget (HTTP clients users have), openssl (test
-# certificates), Python with venv (the Python client tests). Installed with apt when missing.
+# certificates), Python with venv (the Python client tests), rclone (an S3 client users have).
+# Installed with apt when missing.
 missing=()
 command -v curl >/dev/null || missing+=(curl)
 command -v openssl >/dev/null || missing+=(openssl)
 command -v wget >/dev/null || missing+=(wget)
+command -v rclone >/dev/null || missing+=(rclone)
 command -v python3 >/dev/null || missing+=(python3)
 python3 -c 'import venv, ensurepip' 2>/dev/null || missing+=(python3-venv)
 if ((${#missing[@]})); then
@@ -31,7 +33,8 @@ fi
 cargo test --workspace --doc --locked
 
 # Python integration tests (tests/python): the real daemon binary driven by the clients users
-# have, python-requests and astropy.io.fits reading over fsspec's HTTP filesystem. The venv
+# have, python-requests and astropy.io.fits reading over fsspec's HTTP filesystem, and on the
+# S3 listener boto3, s3fs and rclone. The venv
 # lives under target/ so git ignores it and `cargo clean` removes it. pip runs only when
 # requirements.txt (or the venv's Python) changed since the last successful install: the
 # marker file holds both, and is written after the install so a failed one is retried.

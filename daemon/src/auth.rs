@@ -1,4 +1,5 @@
-//! Bearer tokens with scopes and an optional key prefix, and the first-start admin token.
+//! Bearer tokens with scopes and an optional key prefix, S3 access keys mapped onto the same
+//! scopes, and the first-start admin token and S3 key pair.
 //!
 //! Secrets are compared in constant time (every configured token is compared, whatever
 //! matched), are never logged, and `Token`'s `Debug` shows only the name.
@@ -56,12 +57,27 @@ impl Token {
         }
     }
 
-    fn allows(&self, scope: Scope, key: Option<&ObjectKey>) -> bool {
-        let scoped = match scope {
+    /// Whether the token may do `scope` to everything under `prefix` (a listing, a bucket):
+    /// a prefix-limited token only inside its prefix.
+    pub fn allows_under(&self, scope: Scope, prefix: &str) -> bool {
+        let in_prefix = self
+            .prefix
+            .as_ref()
+            .is_none_or(|own| prefix.starts_with(own.as_str()));
+        self.allows_scope(scope) && in_prefix
+    }
+
+    fn allows_scope(&self, scope: Scope) -> bool {
+        match scope {
             Scope::Read => self.read,
             Scope::Write => self.write,
             Scope::Admin => self.admin,
-        };
+        }
+    }
+
+    /// Whether the token may do `scope` to `key` (or, without a key, to the node).
+    pub fn allows(&self, scope: Scope, key: Option<&ObjectKey>) -> bool {
+        let scoped = self.allows_scope(scope);
         let in_prefix = match (&self.prefix, key) {
             (None, _) => true,
             (Some(prefix), Some(key)) => key.as_str().starts_with(prefix.as_str()),
@@ -69,6 +85,40 @@ impl Token {
             (Some(_), None) => false,
         };
         scoped && in_prefix
+    }
+}
+
+/// An S3 access key: its ID, its secret (for SigV4) and what it may do. `Debug` shows only
+/// the ID.
+pub struct S3Key {
+    /// The access key ID.
+    pub access_key_id: String,
+    secret: String,
+    /// Its scopes and prefix, as for a bearer token.
+    pub grant: Token,
+}
+
+impl std::fmt::Debug for S3Key {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("S3Key")
+            .field("access_key_id", &self.access_key_id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl S3Key {
+    /// A key pair with the rights of `grant`.
+    pub fn new(access_key_id: String, secret: String, grant: Token) -> Self {
+        Self {
+            access_key_id,
+            secret,
+            grant,
+        }
+    }
+
+    /// The secret access key.
+    pub fn secret(&self) -> &str {
+        &self.secret
     }
 }
 
@@ -102,6 +152,11 @@ impl Access {
             tokens,
             public_reads,
         }
+    }
+
+    /// Whether reads need no credential.
+    pub fn public_reads(&self) -> bool {
+        self.public_reads
     }
 
     /// Checks that the request's `Authorization` header allows `scope` on `key`.
@@ -154,22 +209,77 @@ pub fn first_start_admin_token(data_dir: &Path) -> anyhow::Result<String> {
     if path.exists() {
         return crate::config::read_secret(&path);
     }
-    std::fs::create_dir_all(data_dir).with_context(|| format!("create {}", data_dir.display()))?;
-    let mut random = [0u8; 32];
+    let secret = random_hex(32)?;
+    write_private_file(&path, &format!("{secret}\n"))?;
+    Ok(secret)
+}
+
+/// The first-start S3 key pair, as stored in `<data-dir>/s3-credentials`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct S3Credentials {
+    access_key_id: String,
+    secret_access_key: String,
+}
+
+/// Reads `<data-dir>/s3-credentials`, creating it (mode 0600, TOML with `access_key_id` and
+/// `secret_access_key`, random) on first start. Answers an admin key.
+pub fn first_start_s3_key(data_dir: &Path) -> anyhow::Result<S3Key> {
+    let path = data_dir.join("s3-credentials");
+    let credentials = if path.exists() {
+        let text =
+            std::fs::read_to_string(&path).with_context(|| format!("read {}", path.display()))?;
+        toml::from_str::<S3Credentials>(&text)
+            .with_context(|| format!("parse {}", path.display()))?
+    } else {
+        // 20 upper-case characters like AWS key IDs; a secret of 160 random bits.
+        let credentials = S3Credentials {
+            access_key_id: format!("DS{}", random_hex(9)?.to_uppercase()),
+            secret_access_key: random_hex(20)?,
+        };
+        let text = format!(
+            "access_key_id = \"{}\"\nsecret_access_key = \"{}\"\n",
+            credentials.access_key_id, credentials.secret_access_key
+        );
+        write_private_file(&path, &text)?;
+        credentials
+    };
+    let grant = Token::new(
+        credentials.access_key_id.clone(),
+        credentials.secret_access_key.clone(),
+        &[Scope::Admin],
+        None,
+    );
+    Ok(S3Key::new(
+        credentials.access_key_id,
+        credentials.secret_access_key,
+        grant,
+    ))
+}
+
+/// `bytes` random bytes from the kernel, as lower-case hex.
+pub fn random_hex(bytes: usize) -> anyhow::Result<String> {
+    let mut random = vec![0u8; bytes];
     std::fs::File::open("/dev/urandom")
         .and_then(|mut source| source.read_exact(&mut random))
         .context("read /dev/urandom")?;
-    let secret: String = random.iter().map(|byte| format!("{byte:02x}")).collect();
+    Ok(random.iter().map(|byte| format!("{byte:02x}")).collect())
+}
+
+/// Creates `path` (which must not exist) with mode 0600 and `text`, durably.
+fn write_private_file(path: &Path, text: &str) -> anyhow::Result<()> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
+    }
     let mut file = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
         .mode(0o600)
-        .open(&path)
+        .open(path)
         .with_context(|| format!("create {}", path.display()))?;
-    writeln!(file, "{secret}")
+    file.write_all(text.as_bytes())
         .and_then(|()| file.sync_all())
-        .with_context(|| format!("write {}", path.display()))?;
-    Ok(secret)
+        .with_context(|| format!("write {}", path.display()))
 }
 
 #[cfg(test)]
@@ -273,6 +383,39 @@ mod tests {
             access(true).check(None, Scope::Write, Some(&key("a"))),
             Err(Refusal::Unauthenticated)
         );
+    }
+
+    #[test]
+    fn prefixes_of_listings() {
+        let kids = Token::new(
+            "kids".into(),
+            "kids-secret-0123456789".into(),
+            &[Scope::Read],
+            Some("kids/".into()),
+        );
+        assert!(kids.allows_under(Scope::Read, "kids/"));
+        assert!(kids.allows_under(Scope::Read, "kids/DR5/"));
+        assert!(!kids.allows_under(Scope::Read, "kid"));
+        assert!(!kids.allows_under(Scope::Read, ""));
+        assert!(!kids.allows_under(Scope::Write, "kids/"));
+    }
+
+    #[test]
+    fn first_start_s3_credentials_are_private_and_stable() {
+        let dir = tempfile::TempDir::new().expect("temp dir");
+        let first = first_start_s3_key(dir.path()).expect("create");
+        let again = first_start_s3_key(dir.path()).expect("read");
+        assert_eq!(first.access_key_id, again.access_key_id);
+        assert_eq!(first.secret(), again.secret());
+        assert_eq!(first.access_key_id.len(), 20);
+        assert!(first.grant.allows(Scope::Admin, None));
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(dir.path().join("s3-credentials"))
+            .expect("stat")
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+        assert!(!format!("{first:?}").contains(first.secret()));
     }
 
     #[test]

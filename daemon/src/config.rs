@@ -13,7 +13,7 @@ use anyhow::{Context, bail};
 use serde::Deserialize;
 use storage::Verify;
 
-use crate::auth::{Scope, Token};
+use crate::auth::{S3Key, Scope, Token};
 
 /// Flags; each names a config field (`--data-dir` ↔ `data_dir`) and wins over the file.
 #[derive(Debug, Default, clap::Parser)]
@@ -34,6 +34,9 @@ pub struct Flags {
     /// Site number, the top 16 bits of object IDs (default 0).
     #[arg(long, value_name = "N")]
     pub site_number: Option<u16>,
+    /// Address of the S3 listener (default: none, no S3 API; port 0 picks one).
+    #[arg(long, value_name = "ADDR")]
+    pub s3_listen: Option<SocketAddr>,
     /// Write the bound addresses as JSON to FILE once listening (atomically).
     #[arg(long, value_name = "FILE")]
     pub addr_file: Option<PathBuf>,
@@ -69,6 +72,32 @@ pub struct ConfigFile {
     /// Resource limits.
     #[serde(default)]
     pub limits: LimitsConfig,
+    /// Address of the S3 listener. Default: none (the S3 API is off).
+    pub s3_listen: Option<SocketAddr>,
+    /// S3 access keys. Default: none, in which case an admin key pair is created on the first
+    /// start with an S3 listener in `<data_dir>/s3-credentials`.
+    #[serde(default)]
+    pub s3_keys: Vec<S3KeyConfig>,
+    /// Days an unfinished S3 multipart upload is kept before its parts are removed. Default: 7.
+    pub s3_upload_expiry_days: Option<u64>,
+}
+
+/// One S3 access key: an access key ID and its secret, with the same scopes and prefix as a
+/// bearer token (a prefix applies to `bucket/key`).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct S3KeyConfig {
+    /// The access key ID (public; appears in logs).
+    pub access_key_id: String,
+    /// File holding the secret access key (first line). One of `secret_file` and
+    /// `secret_env` is required.
+    pub secret_file: Option<PathBuf>,
+    /// Environment variable holding the secret access key.
+    pub secret_env: Option<String>,
+    /// What the key may do: any of `read`, `write`, `admin` (admin implies the others).
+    pub scopes: Vec<Scope>,
+    /// Only keys (`bucket/key`) starting with this prefix. Default: all keys.
+    pub prefix: Option<String>,
 }
 
 /// Certificate and key, PEM files.
@@ -155,6 +184,12 @@ pub struct Config {
     pub tls: Option<TlsConfig>,
     /// Limits.
     pub limits: Limits,
+    /// S3 listener, when the S3 API is on.
+    pub s3_listen: Option<SocketAddr>,
+    /// S3 access keys (with secrets).
+    pub s3_keys: Vec<S3Key>,
+    /// How long an unfinished multipart upload is kept.
+    pub s3_upload_expiry: Duration,
 }
 
 /// Validated limits.
@@ -221,6 +256,15 @@ impl Config {
             .into_iter()
             .map(load_token)
             .collect::<anyhow::Result<Vec<_>>>()?;
+        let s3_keys = file
+            .s3_keys
+            .into_iter()
+            .map(load_s3_key)
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let s3_upload_expiry_days = file.s3_upload_expiry_days.unwrap_or(7);
+        if s3_upload_expiry_days == 0 {
+            bail!("s3_upload_expiry_days must be at least 1");
+        }
         Ok(Config {
             data_dir: flags
                 .data_dir
@@ -245,27 +289,63 @@ impl Config {
             ),
             tls: file.tls,
             limits,
+            s3_listen: flags.s3_listen.or(file.s3_listen),
+            s3_keys,
+            s3_upload_expiry: Duration::from_secs(24 * 3600 * s3_upload_expiry_days),
         })
     }
 }
 
 fn load_token(config: TokenConfig) -> anyhow::Result<Token> {
-    let name = config.name;
-    let secret = match (&config.token_file, &config.token_env) {
-        (Some(path), None) => read_secret(path).with_context(|| format!("token {name}"))?,
+    let what = format!("token {}", config.name);
+    let secret = load_secret(&what, &config.token_file, &config.token_env, "token")?;
+    check_scopes(&what, &config.scopes)?;
+    Ok(Token::new(
+        config.name,
+        secret,
+        &config.scopes,
+        config.prefix,
+    ))
+}
+
+fn load_s3_key(config: S3KeyConfig) -> anyhow::Result<S3Key> {
+    let id = config.access_key_id;
+    let what = format!("S3 key {id}");
+    if id.len() < 3 || id.len() > 128 || !id.bytes().all(|b| b.is_ascii_alphanumeric()) {
+        bail!("{what}: access_key_id must be 3 to 128 ASCII letters and digits");
+    }
+    let secret = load_secret(&what, &config.secret_file, &config.secret_env, "secret")?;
+    check_scopes(&what, &config.scopes)?;
+    let token = Token::new(id.clone(), secret.clone(), &config.scopes, config.prefix);
+    Ok(S3Key::new(id, secret, token))
+}
+
+/// A secret from exactly one of a file and an environment variable, at least 16 characters.
+fn load_secret(
+    what: &str,
+    file: &Option<PathBuf>,
+    env: &Option<String>,
+    field: &str,
+) -> anyhow::Result<String> {
+    let secret = match (file, env) {
+        (Some(path), None) => read_secret(path).with_context(|| what.to_owned())?,
         (None, Some(variable)) => std::env::var(variable)
-            .with_context(|| format!("token {name}: environment variable {variable}"))?
+            .with_context(|| format!("{what}: environment variable {variable}"))?
             .trim()
             .to_owned(),
-        _ => bail!("token {name}: give exactly one of token_file and token_env"),
+        _ => bail!("{what}: give exactly one of {field}_file and {field}_env"),
     };
     if secret.len() < 16 {
-        bail!("token {name}: secret must be at least 16 characters");
+        bail!("{what}: secret must be at least 16 characters");
     }
-    if config.scopes.is_empty() {
-        bail!("token {name}: scopes must name at least one of read, write, admin");
+    Ok(secret)
+}
+
+fn check_scopes(what: &str, scopes: &[Scope]) -> anyhow::Result<()> {
+    if scopes.is_empty() {
+        bail!("{what}: scopes must name at least one of read, write, admin");
     }
-    Ok(Token::new(name, secret, &config.scopes, config.prefix))
+    Ok(())
 }
 
 /// The first line of a secret file.
@@ -291,6 +371,8 @@ mod tests {
         assert!(config.public_reads);
         assert!(config.tokens.is_empty());
         assert_eq!(config.limits.max_requests, 256);
+        assert_eq!(config.s3_listen, None);
+        assert!(config.s3_keys.is_empty());
     }
 
     #[test]
@@ -325,6 +407,11 @@ mod tests {
             "[[tokens]]\nname = \"x\"\nscopes = [\"read\"]",
             "[[tokens]]\nname = \"x\"\ntoken_env = \"DATASERVER_TEST_UNSET_VARIABLE\"\nscopes = [\"read\"]",
             "[[tokens]]\nname = \"x\"\ntoken_env = \"PATH\"\nscopes = [\"fly\"]",
+            "s3_listen = \"nowhere\"",
+            "s3_upload_expiry_days = 0",
+            "[[s3_keys]]\naccess_key_id = \"AK1\"\nscopes = [\"read\"]",
+            "[[s3_keys]]\naccess_key_id = \"a b\"\nsecret_env = \"PATH\"\nscopes = [\"read\"]",
+            "[[s3_keys]]\naccess_key_id = \"AK1\"\nsecret_env = \"PATH\"\nscopes = []",
         ] {
             assert!(parse(text).is_err(), "accepted {text:?}");
         }

@@ -1,15 +1,16 @@
 //! The dataserver daemon: puts the storage core on the network with the native HTTP API
-//! (DESIGN.md §4.1). The only crate that knows HTTP, status codes, configuration files and
-//! Prometheus.
+//! (DESIGN.md §4.1) and the S3 API (§4.2). The only crate that knows HTTP, S3, status codes,
+//! configuration files and Prometheus.
 //!
 //! `main` parses flags, loads the configuration, sets up logging, binds and calls `serve`;
-//! `serve` takes an already-bound listener and a shutdown future, so tests can run it too.
+//! `serve` takes already-bound listeners and a shutdown future, so tests can run it too.
 
 pub mod auth;
 pub mod config;
 pub mod http;
 pub mod log;
 pub mod metrics;
+pub mod s3;
 mod status_page;
 mod tls;
 
@@ -42,10 +43,7 @@ pub fn main() -> ExitCode {
         }
     };
     tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
+        .with_env_filter(log_filter())
         .with_writer(log_writer)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
@@ -76,7 +74,29 @@ pub fn main() -> ExitCode {
     }
 }
 
-/// Opens the store, binds the listener and serves until SIGTERM or SIGINT.
+/// The bound listeners: the native API's, and the S3 API's when it is on.
+pub struct Listeners {
+    /// Native HTTP API.
+    pub http: TcpListener,
+    /// S3 API.
+    pub s3: Option<TcpListener>,
+}
+
+/// `RUST_LOG`, or `info`. s3s logs every refused request (a bad signature, a missing key) at
+/// ERROR; the S3 frontend logs requests itself, as the native API does (4xx at debug, 5xx at
+/// error), so s3s stays silent unless `RUST_LOG` names it.
+fn log_filter() -> tracing_subscriber::EnvFilter {
+    let text = std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into());
+    let text = if text.contains("s3s") {
+        text
+    } else {
+        format!("{text},s3s=off")
+    };
+    tracing_subscriber::EnvFilter::try_new(&text)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,s3s=off"))
+}
+
+/// Opens the store, binds the listeners and serves until SIGTERM or SIGINT.
 pub async fn run(mut config: Config) -> anyhow::Result<()> {
     if config.tokens.is_empty() {
         let secret =
@@ -89,17 +109,35 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
             .tokens
             .push(Token::new("admin".into(), secret, &[Scope::Admin], None));
     }
-    let listener = TcpListener::bind(config.http_listen)
+    if config.s3_listen.is_some() && config.s3_keys.is_empty() {
+        let key = auth::first_start_s3_key(&config.data_dir).context("create the S3 key")?;
+        tracing::info!(
+            access_key_id = key.access_key_id,
+            "no S3 keys configured: the admin key pair is in {}",
+            config.data_dir.join("s3-credentials").display()
+        );
+        config.s3_keys.push(key);
+    }
+    let http = TcpListener::bind(config.http_listen)
         .await
         .with_context(|| format!("listen on {}", config.http_listen))?;
+    let s3 = match config.s3_listen {
+        Some(address) => Some(
+            TcpListener::bind(address)
+                .await
+                .with_context(|| format!("listen on {address} (S3)"))?,
+        ),
+        None => None,
+    };
     let shutdown = shutdown_signal()?;
-    serve(config, listener, shutdown).await
+    serve(config, Listeners { http, s3 }, shutdown).await
 }
 
-/// Serves the native API on `listener` until `shutdown`, then drains and closes the store.
+/// Serves the native API (and the S3 API, when it has a listener) until `shutdown`, then
+/// drains and closes the store.
 pub async fn serve(
     mut config: Config,
-    listener: TcpListener,
+    listeners: Listeners,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
     let mut store_config = StoreConfig::new(&config.data_dir);
@@ -114,17 +152,72 @@ pub async fn serve(
         .map(tls::acceptor)
         .transpose()
         .context("set up TLS")?;
-    let address = listener.local_addr().context("read the bound address")?;
+    let address = listeners
+        .http
+        .local_addr()
+        .context("read the bound address")?;
+    let s3_address = listeners
+        .s3
+        .as_ref()
+        .map(TcpListener::local_addr)
+        .transpose()
+        .context("read the bound S3 address")?;
     let scheme = if tls.is_some() { "https" } else { "http" };
-    if let Some(path) = &config.addr_file {
-        let text = format!("{{\"http\": \"{address}\", \"scheme\": \"{scheme}\"}}\n");
+    let access = Access::new(std::mem::take(&mut config.tokens), config.public_reads);
+    let s3_keys = std::mem::take(&mut config.s3_keys);
+    let upload_expiry = config.s3_upload_expiry;
+    let limits = config.limits;
+    let data_dir = config.data_dir.clone();
+    let site = config.site_name.clone();
+    let app = http::App::new(store.clone(), config, access, Metrics::new());
+    let s3 = match listeners.s3 {
+        Some(listener) => Some((
+            s3::S3Frontend::new(app.clone(), s3_keys).context("open the S3 staging area")?,
+            listener,
+        )),
+        None => None,
+    };
+    // Written once every listener is bound, so a reader finds all addresses at once.
+    if let Some(path) = &app.config.addr_file {
+        let s3_field = s3_address
+            .map(|address| format!(", \"s3\": \"{address}\""))
+            .unwrap_or_default();
+        let text = format!("{{\"http\": \"{address}\", \"scheme\": \"{scheme}\"{s3_field}}}\n");
         write_addr_file(path, &text).context("write the address file")?;
     }
-    tracing::info!(%address, scheme, data_dir = %config.data_dir.display(), site = config.site_name, "listening");
-    let access = Access::new(std::mem::take(&mut config.tokens), config.public_reads);
-    let purge = tokio::spawn(purge_trash_forever(store.clone()));
-    let app = http::App::new(store, config, access, Metrics::new());
-    http::server::serve(app, listener, tls, shutdown).await;
+    tracing::info!(%address, s3 = ?s3_address, scheme, data_dir = %data_dir.display(), site, "listening");
+    let purge = tokio::spawn(purge_trash_forever(store));
+    // One shutdown signal for both listeners.
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let until_stopped = |mut stopped: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = stopped.wait_for(|stop| *stop).await;
+    };
+    let native = http::server::serve(
+        app,
+        limits,
+        listeners.http,
+        tls.clone(),
+        until_stopped(stopped.clone()),
+    );
+    let s3_api = async {
+        if let Some((frontend, listener)) = s3 {
+            let expiry = tokio::spawn(frontend.clone().expire_uploads_forever(upload_expiry));
+            http::server::serve(
+                frontend,
+                limits,
+                listener,
+                tls.clone(),
+                until_stopped(stopped),
+            )
+            .await;
+            expiry.abort();
+        }
+    };
+    let signal = async {
+        shutdown.await;
+        let _ = stop.send(true);
+    };
+    tokio::join!(native, s3_api, signal);
     purge.abort();
     tracing::info!("stopped");
     Ok(())

@@ -36,20 +36,20 @@ impl Metrics {
         let requests = IntCounterVec::new(
             Opts::new(
                 "dataserver_http_requests_total",
-                "HTTP requests by route and status",
+                "HTTP requests by API (native, s3), route and status",
             ),
-            &["route", "status"],
+            &["api", "route", "status"],
         )
         .expect("valid metric");
         let latency = HistogramVec::new(
             HistogramOpts::new(
                 "dataserver_http_request_duration_seconds",
-                "Time to the response head, by route",
+                "Time to the response head, by API and route",
             )
             .buckets(vec![
                 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0,
             ]),
-            &["route"],
+            &["api", "route"],
         )
         .expect("valid metric");
         let counter = |name: &str, help: &str| IntCounter::new(name, help).expect("valid metric");
@@ -95,13 +95,13 @@ impl Metrics {
         metrics
     }
 
-    /// Counts a finished request.
-    pub fn observe(&self, route: &'static str, status: StatusCode, elapsed: Duration) {
+    /// Counts a finished request of `api` (`native` or `s3`).
+    pub fn observe(&self, api: &str, route: &str, status: StatusCode, elapsed: Duration) {
         self.requests
-            .with_label_values(&[route, status.as_str()])
+            .with_label_values(&[api, route, status.as_str()])
             .inc();
         self.latency
-            .with_label_values(&[route])
+            .with_label_values(&[api, route])
             .observe(elapsed.as_secs_f64());
     }
 

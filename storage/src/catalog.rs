@@ -9,6 +9,7 @@
 //! pool against a snapshot; the live records of recently read keys are also remembered
 //! ([`Recent`]), so a hot key is looked up without the engine, and without blocking.
 
+use std::ops::Bound;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::mpsc;
@@ -25,7 +26,7 @@ use crate::key::ObjectKey;
 use crate::recent::Recent;
 use crate::record::{
     BlobRecord, BlobState, Change, ChangeKind, ObjectId, ObjectRecord, ObjectState, ObjectValue,
-    micros,
+    PartsDigest, micros,
 };
 use crate::tar::TarIndex;
 
@@ -79,6 +80,7 @@ pub(crate) struct NewObject {
     pub content_type: String,
     pub origin: Origin,
     pub now: SystemTime,
+    pub parts: Option<PartsDigest>,
     /// The FITS index of its bytes, when they start like a FITS file.
     pub fits: Option<FitsIndex>,
     /// The member index of its bytes, when they are a tar archive.
@@ -420,24 +422,45 @@ impl Catalog {
         limit: usize,
         filter: Option<FitsFilter>,
     ) -> Result<Vec<ObjectRecord>> {
+        let start = match after {
+            Some(after) => Bound::Excluded(after.as_str().to_owned()),
+            None => Bound::Unbounded,
+        };
+        self.list_page(prefix, start, limit, filter).await
+    }
+
+    /// Up to `limit` live objects whose keys start with `prefix`, from `start` on, in key
+    /// order; with a filter, only those whose FITS index passes it.
+    pub async fn list_page(
+        &self,
+        prefix: String,
+        start: Bound<String>,
+        limit: usize,
+        filter: Option<FitsFilter>,
+    ) -> Result<Vec<ObjectRecord>> {
         self.read("list objects", move |txn| {
             let indexes = match filter {
                 Some(_) => Some(txn.open_table(FITS_INDEXES)?),
                 None => None,
             };
             let objects = txn.open_table(OBJECTS)?;
-            let start = match &after {
-                Some(after) if after.as_str() >= prefix.as_str() => after.as_str(),
+            // Begin at the later of the prefix and the caller's start.
+            let from = match &start {
+                Bound::Included(start) | Bound::Excluded(start)
+                    if start.as_str() >= prefix.as_str() =>
+                {
+                    start.as_str()
+                }
                 _ => prefix.as_str(),
             };
             let mut found = Vec::new();
-            for entry in objects.range(start..)? {
+            for entry in objects.range(from..)? {
                 let (key, value) = entry?;
                 let key = key.value();
                 if !key.starts_with(prefix.as_str()) || found.len() == limit {
                     break;
                 }
-                if after.as_ref().is_some_and(|after| key <= after.as_str()) {
+                if matches!(&start, Bound::Excluded(start) if key <= start.as_str()) {
                     continue;
                 }
                 let value = ObjectValue::decode(value.value()).ok_or_else(|| damaged("object"))?;
@@ -850,6 +873,7 @@ fn insert(
                 state,
                 content_type: object.content_type.clone(),
                 deleted: None,
+                parts: object.parts,
             };
             objects.insert(object.key.as_str(), &value.encode()[..])?;
             ids.insert(object_id.0, object.key.as_str())?;

@@ -27,7 +27,7 @@ mod scrub;
 pub mod tar;
 
 use std::fs::{File, OpenOptions};
-use std::ops::Range;
+use std::ops::{Bound, Range};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, SystemTime};
@@ -49,7 +49,7 @@ pub use crate::key::{KeyError, ObjectKey};
 use crate::read::Wait;
 pub use crate::read::{ByteStream, StoredObject, Verify};
 pub use crate::record::{
-    BlobRecord, BlobState, Change, ChangeKind, ObjectId, ObjectRecord, ObjectState,
+    BlobRecord, BlobState, Change, ChangeKind, ObjectId, ObjectRecord, ObjectState, PartsDigest,
 };
 pub use crate::scrub::{FsckReport, ScrubOptions, ScrubReport, SweepReport, Verified};
 
@@ -118,6 +118,8 @@ pub struct PutOptions {
     pub content_type: Option<String>,
     /// Where the object comes from (a new local object unless a peer's copy).
     pub origin: Origin,
+    /// The digest of the parts the body was assembled from, to keep with the object.
+    pub parts: Option<PartsDigest>,
 }
 
 /// The result of a successful `put`.
@@ -127,6 +129,21 @@ pub struct Stored {
     pub record: ObjectRecord,
     /// True when the key is newly bound (or restored); false when it already held this content.
     pub created: bool,
+}
+
+impl From<InsertOutcome> for Stored {
+    fn from(outcome: InsertOutcome) -> Self {
+        match outcome {
+            InsertOutcome::Created(record) => Stored {
+                record,
+                created: true,
+            },
+            InsertOutcome::Unchanged(record) => Stored {
+                record,
+                created: false,
+            },
+        }
+    }
 }
 
 /// A content-addressed object store over one data directory. Cheap to clone.
@@ -329,6 +346,7 @@ impl Store {
             content_type,
             origin: options.origin,
             now: SystemTime::now(),
+            parts: options.parts,
             fits: ingested.fits,
             tar: ingested.tar,
         };
@@ -338,16 +356,7 @@ impl Store {
             let store = self.clone();
             blocking(move || store.inner.blobs.remove(&blob, Area::Blobs)).await?;
         }
-        let stored = match outcome? {
-            InsertOutcome::Created(record) => Stored {
-                record,
-                created: true,
-            },
-            InsertOutcome::Unchanged(record) => Stored {
-                record,
-                created: false,
-            },
-        };
+        let stored = Stored::from(outcome?);
         if stored.record.md5.is_none() {
             self.inner.md5_wanted.notify_one();
         }
@@ -357,6 +366,41 @@ impl Store {
             blocking(move || store.inner.blobs.remove(&blob, Area::Trash)).await?;
         }
         Ok(stored)
+    }
+
+    /// Binds `to` to the content of the live key `from` without copying bytes: the blob gains
+    /// a reference and `to` a catalogue record (its own object ID, the same size, digests,
+    /// content type and parts digest). Write-once as `put`: `to` already bound to other
+    /// content is a [`StorageError::Conflict`]; already bound to this content, nothing changes.
+    pub async fn copy(&self, from: &ObjectKey, to: &ObjectKey) -> Result<Stored> {
+        let source = self.head(from).await?;
+        let blob = source.blake3;
+        let _blob_lock = self.blob_lock(&blob).lock().await;
+        // Under the blob's lock nothing can move the blob; it is in `blobs/` exactly when the
+        // catalogue says it is live and referenced (the source may have been deleted since).
+        let live = self
+            .inner
+            .catalog
+            .blob(blob)
+            .await?
+            .is_some_and(|record| record.state == BlobState::Live && record.references > 0);
+        if !live {
+            return Err(StorageError::NotFound { key: from.clone() });
+        }
+        let object = NewObject {
+            key: to.clone(),
+            size: source.size,
+            blake3: blob,
+            md5: source.md5,
+            content_type: source.content_type,
+            origin: Origin::Local,
+            now: SystemTime::now(),
+            parts: source.parts,
+            // The blob is already recorded, with its indexes.
+            fits: None,
+            tar: None,
+        };
+        Ok(Stored::from(self.inner.catalog.insert(object).await?))
     }
 
     /// The record of a live key.
@@ -594,6 +638,21 @@ impl Store {
         self.inner
             .catalog
             .list(prefix.to_owned(), after.cloned(), limit, Some(filter))
+            .await
+    }
+
+    /// Up to `limit` live objects whose keys start with `prefix`, beginning at `start` (a key or
+    /// any string between keys, included or excluded), in key order. Listings that skip whole
+    /// sub-prefixes (S3 delimiters) start past them with `Bound::Included(successor)`.
+    pub async fn list_page(
+        &self,
+        prefix: &str,
+        start: Bound<&str>,
+        limit: usize,
+    ) -> Result<Vec<ObjectRecord>> {
+        self.inner
+            .catalog
+            .list_page(prefix.to_owned(), start.map(str::to_owned), limit, None)
             .await
     }
 

@@ -14,6 +14,11 @@ use crate::tar::{TarIndex, TarMember};
 /// Version of the record encodings written by this build.
 pub const RECORD_FORMAT: u8 = 1;
 
+/// Version of an object value that also carries a [`PartsDigest`]: format 1 followed by the
+/// digest. Written only for objects assembled from parts, so every other record stays readable
+/// by builds that know only format 1; this build reads both.
+pub const RECORD_FORMAT_WITH_PARTS: u8 = 2;
+
 /// A 64-bit object identifier unique across the federation: 16 bits of site number, then 48
 /// bits of a per-site sequence that is never reused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -84,6 +89,17 @@ impl ObjectState {
     }
 }
 
+/// The digest of an object assembled from separately uploaded parts: the MD5 of the
+/// concatenated binary MD5s of its parts, and how many parts there were. S3 clients know it as
+/// the multipart ETag `<hex>-<parts>`; the storage core only keeps it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct PartsDigest {
+    /// MD5 over the parts' MD5s, in part order.
+    pub md5_of_part_md5s: Md5Digest,
+    /// Number of parts.
+    pub parts: u32,
+}
+
 /// One object as callers see it: the key's record joined with its blob's MD5.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ObjectRecord {
@@ -105,6 +121,8 @@ pub struct ObjectRecord {
     pub state: ObjectState,
     /// MIME type.
     pub content_type: String,
+    /// When the object was assembled from parts: their digest.
+    pub parts: Option<PartsDigest>,
 }
 
 /// The stored value of a key. A deleted key keeps its value with `deleted` set (a tombstone), so
@@ -119,6 +137,7 @@ pub(crate) struct ObjectValue {
     pub state: ObjectState,
     pub content_type: String,
     pub deleted: Option<SystemTime>,
+    pub parts: Option<PartsDigest>,
 }
 
 /// What the catalogue knows of a blob.
@@ -186,7 +205,10 @@ struct Encoder(Vec<u8>);
 
 impl Encoder {
     fn new() -> Self {
-        Self(vec![RECORD_FORMAT])
+        Self::with_format(RECORD_FORMAT)
+    }
+    fn with_format(format: u8) -> Self {
+        Self(vec![format])
     }
     fn u8(mut self, value: u8) -> Self {
         self.0.push(value);
@@ -232,8 +254,12 @@ struct Decoder<'a>(&'a [u8]);
 
 impl<'a> Decoder<'a> {
     fn new(bytes: &'a [u8]) -> Option<Self> {
+        let (version, decoder) = Self::versioned(bytes)?;
+        (version == RECORD_FORMAT).then_some(decoder)
+    }
+    fn versioned(bytes: &'a [u8]) -> Option<(u8, Self)> {
         let (&version, rest) = bytes.split_first()?;
-        (version == RECORD_FORMAT).then_some(Self(rest))
+        Some((version, Self(rest)))
     }
     fn take(&mut self, len: usize) -> Option<&'a [u8]> {
         if self.0.len() < len {
@@ -293,7 +319,11 @@ pub(crate) fn micros(time: SystemTime) -> u64 {
 
 impl ObjectValue {
     pub(crate) fn encode(&self) -> Vec<u8> {
-        Encoder::new()
+        let format = match self.parts {
+            None => RECORD_FORMAT,
+            Some(_) => RECORD_FORMAT_WITH_PARTS,
+        };
+        let encoder = Encoder::with_format(format)
             .u64(self.object_id.0)
             .u64(self.size)
             .bytes(&self.blake3.0)
@@ -301,13 +331,24 @@ impl ObjectValue {
             .u16(self.origin_site)
             .u8(self.state.code())
             .text(&self.content_type)
-            .optional_time(self.deleted)
-            .0
+            .optional_time(self.deleted);
+        match self.parts {
+            None => encoder.0,
+            Some(parts) => {
+                encoder
+                    .bytes(&parts.md5_of_part_md5s.0)
+                    .u64(u64::from(parts.parts))
+                    .0
+            }
+        }
     }
 
     pub(crate) fn decode(bytes: &[u8]) -> Option<Self> {
-        let mut decoder = Decoder::new(bytes)?;
-        let value = ObjectValue {
+        let (format, mut decoder) = Decoder::versioned(bytes)?;
+        if format != RECORD_FORMAT && format != RECORD_FORMAT_WITH_PARTS {
+            return None;
+        }
+        let mut value = ObjectValue {
             object_id: ObjectId(decoder.u64()?),
             size: decoder.u64()?,
             blake3: Blake3Digest(decoder.array()?),
@@ -316,7 +357,14 @@ impl ObjectValue {
             state: ObjectState::from_code(decoder.u8()?)?,
             content_type: decoder.text()?,
             deleted: decoder.optional_time()?,
+            parts: None,
         };
+        if format == RECORD_FORMAT_WITH_PARTS {
+            value.parts = Some(PartsDigest {
+                md5_of_part_md5s: Md5Digest(decoder.array()?),
+                parts: u32::try_from(decoder.u64()?).ok()?,
+            });
+        }
         decoder.finish(value)
     }
 
@@ -331,6 +379,7 @@ impl ObjectValue {
             origin_site: self.origin_site,
             state: self.state,
             content_type: self.content_type.clone(),
+            parts: self.parts,
         }
     }
 }
@@ -611,12 +660,17 @@ mod tests {
             id in any::<u64>(), size in any::<u64>(), digest in any::<[u8; 32]>(),
             created in any::<u64>(), site in any::<u16>(), state in state(),
             content_type in ".{0,40}", deleted in proptest::option::of(any::<u64>()),
+            parts in proptest::option::of((any::<[u8; 16]>(), any::<u32>())),
         ) {
             let value = ObjectValue {
                 object_id: ObjectId(id), size, blake3: Blake3Digest(digest), created: time(created),
                 origin_site: site, state, content_type, deleted: deleted.map(time),
+                parts: parts.map(|(md5, parts)| PartsDigest { md5_of_part_md5s: Md5Digest(md5), parts }),
             };
-            prop_assert_eq!(ObjectValue::decode(&value.encode()), Some(value));
+            let bytes = value.encode();
+            // Records without parts keep format 1, readable by builds that know only it.
+            prop_assert_eq!(bytes[0], if value.parts.is_none() { RECORD_FORMAT } else { RECORD_FORMAT_WITH_PARTS });
+            prop_assert_eq!(ObjectValue::decode(&bytes), Some(value));
         }
 
         #[test]
@@ -711,10 +765,11 @@ mod tests {
         }
 
         #[test]
-        fn truncation_is_detected(cut in 0usize..60) {
+        fn truncation_is_detected(cut in 0usize..90) {
             let value = ObjectValue {
                 object_id: ObjectId(1), size: 2, blake3: Blake3Digest::of(b""), created: time(3),
                 origin_site: 4, state: ObjectState::Cached, content_type: "image/fits".into(), deleted: None,
+                parts: Some(PartsDigest { md5_of_part_md5s: Md5Digest([5; 16]), parts: 6 }),
             };
             let bytes = value.encode();
             prop_assert_eq!(ObjectValue::decode(&bytes[..cut.min(bytes.len() - 1)]), None);

@@ -1069,3 +1069,102 @@ async fn remembered_objects_follow_every_change() {
     let after = test.store.get(&key("deferred")).await.expect("get");
     assert_eq!(after.record().md5, Some(Md5Digest::of(&deferred)));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listing_pages_start_between_keys() {
+    let test = open().await;
+    for name in ["s/a/1", "s/a/2", "s/b", "s/c/1", "t"] {
+        test.put(name, name.as_bytes()).await.expect("put");
+    }
+    let names = |records: Vec<storage::ObjectRecord>| {
+        records
+            .into_iter()
+            .map(|r| r.key.to_string())
+            .collect::<Vec<_>>()
+    };
+    use std::ops::Bound;
+    // Past every key under "s/a/": start at its successor "s/a0", included.
+    let skipped = test
+        .store
+        .list_page("s/", Bound::Included("s/a0"), 10)
+        .await
+        .expect("list");
+    assert_eq!(names(skipped), ["s/b", "s/c/1"]);
+    let excluded = test
+        .store
+        .list_page("s/", Bound::Excluded("s/b"), 10)
+        .await
+        .expect("list");
+    assert_eq!(names(excluded), ["s/c/1"]);
+    let included = test
+        .store
+        .list_page("s/", Bound::Included("s/b"), 1)
+        .await
+        .expect("list");
+    assert_eq!(names(included), ["s/b"]);
+    let before_prefix = test
+        .store
+        .list_page("s/", Bound::Included("a"), 1)
+        .await
+        .expect("list");
+    assert_eq!(names(before_prefix), ["s/a/1"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn copies_share_the_blob_and_stay_write_once() {
+    let test = open().await;
+    let data = bytes(100_000, 11);
+    let parts = storage::PartsDigest {
+        md5_of_part_md5s: Md5Digest::of(b"parts"),
+        parts: 3,
+    };
+    let options = PutOptions {
+        md5: Md5Mode::Inline,
+        parts: Some(parts),
+        ..PutOptions::default()
+    };
+    let original = test
+        .store
+        .put(&key("a/original"), body(&data), options)
+        .await
+        .expect("put");
+    let copy = test
+        .store
+        .copy(&key("a/original"), &key("b/copy"))
+        .await
+        .expect("copy");
+    assert!(copy.created);
+    assert_eq!(copy.record.blake3, original.record.blake3);
+    assert_eq!(copy.record.md5, Some(Md5Digest::of(&data)));
+    assert_eq!(copy.record.parts, Some(parts));
+    assert_ne!(copy.record.object_id, original.record.object_id);
+    let blob = test
+        .store
+        .blob(original.record.blake3)
+        .await
+        .expect("blob")
+        .expect("known");
+    assert_eq!(blob.references, 2);
+    assert_eq!(read_all(&test.store, &key("b/copy")).await, data);
+    let again = test
+        .store
+        .copy(&key("a/original"), &key("b/copy"))
+        .await
+        .expect("same copy again");
+    assert!(!again.created);
+    test.put("c/other", b"other bytes").await.expect("put");
+    let conflict = test.store.copy(&key("a/original"), &key("c/other")).await;
+    assert!(
+        matches!(conflict, Err(StorageError::Conflict { .. })),
+        "{conflict:?}"
+    );
+    assert_eq!(read_all(&test.store, &key("c/other")).await, b"other bytes");
+    let missing = test.store.copy(&key("nothing"), &key("d/x")).await;
+    assert!(
+        matches!(missing, Err(StorageError::NotFound { .. })),
+        "{missing:?}"
+    );
+    // The copy keeps the content alive after the original goes.
+    test.store.delete(&key("a/original")).await.expect("delete");
+    assert_eq!(read_all(&test.store, &key("b/copy")).await, data);
+}

@@ -57,6 +57,10 @@ pub struct TestDaemon {
     pub http: SocketAddr,
     /// `http` or `https`.
     pub scheme: String,
+    /// Bound address of the S3 API.
+    pub s3: SocketAddr,
+    /// The S3 admin key pair (access key ID, secret), created on first start.
+    pub s3_key: (String, String),
     /// Arguments given to every curl call (e.g. `--cacert`).
     pub curl_args: Vec<String>,
     /// Holds `data/`, the log and the config.
@@ -66,6 +70,24 @@ pub struct TestDaemon {
     config: Option<String>,
     /// Log lines containing this are expected (a test that provokes an error says so).
     pub expected_errors: Vec<&'static str>,
+}
+
+/// The access key ID and secret of an `s3-credentials` file (two TOML string fields).
+fn parse_s3_credentials(text: &str) -> (String, String) {
+    let field = |name: &str| {
+        text.lines()
+            .find_map(|line| {
+                line.strip_prefix(name)?
+                    .trim()
+                    .strip_prefix('=')?
+                    .trim()
+                    .strip_prefix('"')?
+                    .strip_suffix('"')
+                    .map(str::to_owned)
+            })
+            .unwrap_or_else(|| panic!("{name} in s3-credentials:\n{text}"))
+    };
+    (field("access_key_id"), field("secret_access_key"))
 }
 
 /// A response as curl saw it.
@@ -145,6 +167,8 @@ pub fn start_with_config_and_files(config: &str, files: &[(&str, &str)]) -> Test
         child: None,
         http: SocketAddr::from(([127, 0, 0, 1], 0)),
         scheme: "http".into(),
+        s3: SocketAddr::from(([127, 0, 0, 1], 0)),
+        s3_key: (String::new(), String::new()),
         curl_args: Vec::new(),
         dir,
         token: String::new(),
@@ -169,6 +193,7 @@ impl TestDaemon {
             .arg("--data-dir")
             .arg(self.data_dir())
             .args(["--http-listen", "127.0.0.1:0"])
+            .args(["--s3-listen", "127.0.0.1:0"])
             .arg("--addr-file")
             .arg(&addr_file)
             .env("RUST_LOG", "info")
@@ -184,9 +209,13 @@ impl TestDaemon {
         }
         let child = command.spawn().expect("spawn dataserver");
         self.child = Some(child);
-        let (http, scheme) = self.wait_for_address(&addr_file);
+        let (http, scheme, s3) = self.wait_for_address(&addr_file);
         self.http = http;
         self.scheme = scheme;
+        self.s3 = s3;
+        if let Ok(text) = std::fs::read_to_string(self.data_dir().join("s3-credentials")) {
+            self.s3_key = parse_s3_credentials(&text);
+        }
         let token_path = self.data_dir().join("admin-token");
         if let Ok(token) = std::fs::read_to_string(token_path) {
             self.token = token.trim().to_owned();
@@ -213,7 +242,7 @@ impl TestDaemon {
 
     /// Waits for the address file (written by rename, so never half a line); fails early if
     /// the daemon exits.
-    fn wait_for_address(&mut self, path: &Path) -> (SocketAddr, String) {
+    fn wait_for_address(&mut self, path: &Path) -> (SocketAddr, String, SocketAddr) {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             if let Ok(text) = std::fs::read_to_string(path) {
@@ -221,7 +250,12 @@ impl TestDaemon {
                     serde_json::from_str(&text).expect("address file is JSON");
                 let address = json["http"].as_str().expect("http address");
                 let scheme = json["scheme"].as_str().unwrap_or("http").to_owned();
-                return (address.parse().expect("socket address"), scheme);
+                let s3 = json["s3"].as_str().expect("s3 address");
+                return (
+                    address.parse().expect("socket address"),
+                    scheme,
+                    s3.parse().expect("socket address"),
+                );
             }
             if let Some(status) = self
                 .child
@@ -306,6 +340,12 @@ impl TestDaemon {
         self.launch();
     }
 
+    /// Runs curl, unsigned, against `path` on the S3 listener.
+    pub fn curl_s3(&self, path: &str, args: &[&str]) -> Reply {
+        let url = format!("http://{}{path}", self.s3);
+        self.curl_url(&url, args)
+    }
+
     /// `http://127.0.0.1:PORT/path`.
     pub fn url(&self, path: &str) -> String {
         format!("{}://{}{}", self.scheme, self.http, path)
@@ -313,6 +353,11 @@ impl TestDaemon {
 
     /// Runs curl with `args` against `path` and parses what it received.
     pub fn curl(&self, path: &str, args: &[&str]) -> Reply {
+        self.curl_url(&self.url(path), args)
+    }
+
+    fn curl_url(&self, url: &str, args: &[&str]) -> Reply {
+        let path = url;
         let headers_file = tempfile::NamedTempFile::new().expect("temp file");
         let body_file = tempfile::NamedTempFile::new().expect("temp file");
         let output = Command::new("curl")
@@ -323,7 +368,7 @@ impl TestDaemon {
             .arg("-o")
             .arg(body_file.path())
             .args(args)
-            .arg(self.url(path))
+            .arg(url)
             .output()
             .expect("run curl");
         assert!(

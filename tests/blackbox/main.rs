@@ -1,4 +1,5 @@
-//! Black-box tests: the real `dataserver` binary on port 0, driven by curl and raw TCP.
+//! Black-box tests: the real `dataserver` binary on port 0, driven by curl, raw TCP and an S3
+//! client (object_store's `AmazonS3`).
 
 mod access;
 mod client_lib;
@@ -8,4 +9,5 @@ mod lifecycle;
 mod limits;
 mod objects;
 mod ranges;
+mod s3_api;
 mod verify;

@@ -229,7 +229,9 @@ fn health_ready_status_metrics_and_page() {
     assert!(status["free_bytes"].as_u64().is_some_and(|free| free > 0));
     let metrics = String::from_utf8(daemon.curl("/metrics", &[]).body).expect("text");
     assert!(
-        metrics.contains("dataserver_http_requests_total{route=\"put_object\",status=\"201\"} 1"),
+        metrics.contains(
+            "dataserver_http_requests_total{api=\"native\",route=\"put_object\",status=\"201\"} 1"
+        ),
         "{metrics}"
     );
     assert!(metrics.contains("dataserver_store_objects 1"));

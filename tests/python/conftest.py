@@ -14,6 +14,7 @@ import os
 import signal
 import subprocess
 import time
+import tomllib
 import urllib.parse
 from pathlib import Path
 
@@ -48,6 +49,30 @@ class Dataserver:
         # trust_env=False: no proxy from the environment may see requests meant for 127.0.0.1.
         self.session = requests.Session()
         self.session.trust_env = False
+        # The S3 listener and its first-start admin key pair (see `s3_client`).
+        addresses = json.loads((data_dir.parent / "addr.json").read_text())
+        self.s3_url = f"{addresses.get('scheme', 'http')}://{addresses['s3']}"
+        credentials = tomllib.loads((data_dir / "s3-credentials").read_text())
+        self.s3_key = (credentials["access_key_id"], credentials["secret_access_key"])
+
+    def s3_client(self, key: tuple[str, str] | None = None, verify: str | None = None, **config):
+        """A boto3 S3 client for this daemon: path-style, current defaults (trailer checksums
+        on), no retries so a refusal shows at once."""
+        import boto3
+        import botocore.config
+
+        access_key, secret = key or self.s3_key
+        return boto3.client(
+            "s3",
+            endpoint_url=self.s3_url,
+            aws_access_key_id=access_key,
+            aws_secret_access_key=secret,
+            region_name="us-east-1",
+            verify=verify,
+            config=botocore.config.Config(
+                s3={"addressing_style": "path"}, retries={"max_attempts": 1}, **config
+            ),
+        )
 
     def key_url(self, key: str) -> str:
         return f"{self.url}/{quote_key(key)}"
@@ -103,10 +128,13 @@ def _start(root: Path, config: str | None = None) -> tuple[subprocess.Popen, str
     data_dir = root / "data"
     addr_file = root / "addr.json"
     log_path = root / "dataserver.log"
+    # A restart on the same root must wait for the new address, not read the old one.
+    addr_file.unlink(missing_ok=True)
     command = [
         str(binary),
         "--data-dir", str(data_dir),
         "--http-listen", "127.0.0.1:0",
+        "--s3-listen", "127.0.0.1:0",
         "--addr-file", str(addr_file),
     ]
     if config is not None:
@@ -115,7 +143,7 @@ def _start(root: Path, config: str | None = None) -> tuple[subprocess.Popen, str
         command += ["--config", str(config_path)]
     # Our own debug lines help when a test fails; other crates stay at info.
     environment = {**os.environ, "RUST_LOG": "info,daemon=debug", "NO_COLOR": "1"}
-    with open(log_path, "wb") as log:
+    with open(log_path, "ab") as log:
         process = subprocess.Popen(
             command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=environment, cwd=root
         )

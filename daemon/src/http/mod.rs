@@ -45,8 +45,8 @@ pub struct App {
     pub store: Store,
     /// Configuration.
     pub config: Config,
-    /// Who may do what.
-    pub access: Access,
+    /// Who may do what (shared with the S3 API).
+    pub access: Arc<Access>,
     /// Prometheus metrics.
     pub metrics: Metrics,
     /// Requests being served, bounded by `limits.max_requests`.
@@ -63,17 +63,22 @@ impl App {
             in_flight: Semaphore::new(config.limits.max_requests),
             store,
             config,
-            access,
+            access: Arc::new(access),
             metrics,
             started: Instant::now(),
             next_request_id: AtomicU64::new(1),
         })
     }
 
+    /// A new request ID, unique in this process across both APIs.
+    pub fn next_request_id(&self) -> u64 {
+        self.next_request_id.fetch_add(1, Ordering::Relaxed)
+    }
+
     /// Serves one request: route, admission, handler, error mapping, access log.
     pub async fn handle(self: Arc<Self>, request: Request<Incoming>) -> Response<Body> {
         let started = Instant::now();
-        let request_id = self.next_request_id.fetch_add(1, Ordering::Relaxed);
+        let request_id = self.next_request_id();
         let method = request.method().clone();
         let announces_close = carries_body(&request) && request.version() <= http::Version::HTTP_11;
         let route = Route::decide(&method, request.uri().path());
@@ -117,7 +122,8 @@ impl App {
             .and_then(|value| value.to_str().ok()?.parse::<u64>().ok())
             .or_else(|| http_body::Body::size_hint(response.body()).exact())
             .unwrap_or(0);
-        self.metrics.observe(route_name, status, started.elapsed());
+        self.metrics
+            .observe("native", route_name, status, started.elapsed());
         tracing::info!(
             target: crate::log::ACCESS_TARGET,
             request_id,
@@ -172,7 +178,7 @@ impl App {
 }
 
 /// Whether a request has a body (which a refusal may leave unread).
-fn carries_body<B>(request: &Request<B>) -> bool {
+pub(crate) fn carries_body<B>(request: &Request<B>) -> bool {
     let headers = request.headers();
     headers.contains_key(header::TRANSFER_ENCODING)
         || headers
@@ -181,7 +187,7 @@ fn carries_body<B>(request: &Request<B>) -> bool {
 }
 
 /// An error and all its sources, joined as one sentence.
-fn chain(error: &dyn std::error::Error) -> String {
+pub(crate) fn chain(error: &dyn std::error::Error) -> String {
     let mut text = error.to_string();
     let mut source = error.source();
     while let Some(cause) = source {

@@ -1,5 +1,6 @@
 //! Accepting connections: TCP_NODELAY, HTTP/1.1 and HTTP/2 on one port, the connection limit,
-//! header size and time limits, and graceful shutdown.
+//! header size and time limits, and graceful shutdown. Shared by the native and the S3
+//! listener: each brings a [`Handler`].
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -15,17 +16,45 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
 
-use super::{App, Body, full};
+use hyper::body::Incoming;
 
-/// Serves `listener` until `shutdown` resolves, then lets in-flight requests finish for up to
-/// the configured grace period.
-pub async fn serve(
-    app: Arc<App>,
+use super::{App, Body, full};
+use crate::config::Limits;
+
+/// What a listener serves: one answer per request, and the answer on a connection beyond the
+/// limit (in the API's own error format).
+pub trait Handler: Send + Sync + 'static {
+    /// Serves one request.
+    fn handle(
+        self: Arc<Self>,
+        request: http::Request<Incoming>,
+    ) -> impl Future<Output = Response<Body>> + Send;
+    /// The answer on a connection beyond the limit: 503.
+    fn overloaded(&self) -> Response<Body>;
+}
+
+impl Handler for App {
+    fn handle(
+        self: Arc<Self>,
+        request: http::Request<Incoming>,
+    ) -> impl Future<Output = Response<Body>> + Send {
+        App::handle(self, request)
+    }
+
+    fn overloaded(&self) -> Response<Body> {
+        overloaded_response()
+    }
+}
+
+/// Serves `listener` with `handler` until `shutdown` resolves, then lets in-flight requests
+/// finish for up to the configured grace period.
+pub async fn serve<H: Handler>(
+    handler: Arc<H>,
+    limits: Limits,
     listener: TcpListener,
     tls: Option<TlsAcceptor>,
     shutdown: impl Future<Output = ()>,
 ) {
-    let limits = app.config.limits;
     let connections = Arc::new(Semaphore::new(limits.max_connections));
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
@@ -57,14 +86,14 @@ pub async fn serve(
         }
         let permit = connections.clone().try_acquire_owned().ok();
         let overloaded = permit.is_none();
-        let app = app.clone();
+        let handler = handler.clone();
         let service = service_fn(move |request| {
-            let app = app.clone();
+            let handler = handler.clone();
             async move {
                 Ok::<_, Infallible>(if overloaded {
-                    overloaded_response()
+                    handler.overloaded()
                 } else {
-                    app.handle(request).await
+                    handler.handle(request).await
                 })
             }
         });
