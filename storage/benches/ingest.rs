@@ -1,8 +1,12 @@
 //! Ingest of a 1 GiB object from memory, next to the machine's own limits measured in the same
 //! run on the same filesystem: single-core BLAKE3 over the same bytes, and writing + fsyncing
-//! the same bytes. Prints each figure and the ratio of ingest to the smaller limit (target:
-//! at least 0.80). Run with `cargo bench -p storage --bench ingest`; `BENCH_DIR` chooses the
-//! directory (default: the system temporary directory), `BENCH_GIB` the size.
+//! the same bytes. Prints each figure and the ratio of ingest to the smaller limit (target: at
+//! least 0.80), and the ingest of the same bytes as a FITS file with a DATASUM card, indexed
+//! and summed on the way in, against the plain ingest (target: about 1.00). Plain and FITS
+//! ingests take turns, because a disk's write cache makes a gigabyte written right after
+//! another slower. Run with `cargo bench -p storage --bench ingest`; `BENCH_DIR` chooses the
+//! directory (default: the system temporary directory; `/dev/shm` takes the disk out and shows
+//! the CPU cost), `BENCH_GIB` the size.
 
 use std::io::Write;
 use std::time::{Duration, Instant};
@@ -81,28 +85,109 @@ fn main() {
         config.background = false;
         Store::open(config).await.expect("open store")
     });
-    let put = |md5: Md5Mode| {
-        let mut round = 0;
-        best(size, || {
-            round += 1;
-            // A fresh content per round, so no round is a deduplicated no-op.
-            let mut chunks = chunks.clone();
-            let mut first = chunks[0].to_vec();
-            first[..8].copy_from_slice(&(round as u64 + md5 as u64 * 100).to_be_bytes());
-            chunks[0] = Bytes::from(first);
-            let key = ObjectKey::parse(&format!("bench/{md5:?}-{round}")).expect("key");
-            let body = stream::iter(chunks.into_iter().map(Ok::<_, std::io::Error>));
-            let options = PutOptions {
-                md5,
-                ..PutOptions::default()
-            };
-            runtime
-                .block_on(store.put(&key, body, options))
-                .expect("put");
-        })
+    let put_once = |name: &str, chunks: Vec<Bytes>, md5: Md5Mode| {
+        let key = ObjectKey::parse(&format!("bench/{name}")).expect("key");
+        let body = stream::iter(chunks.into_iter().map(Ok::<_, std::io::Error>));
+        let options = PutOptions {
+            md5,
+            ..PutOptions::default()
+        };
+        runtime
+            .block_on(store.put(&key, body, options))
+            .expect("put")
     };
-    let ingest_rate = put(Md5Mode::Deferred);
-    let ingest_md5_rate = put(Md5Mode::Inline);
+    // A fresh content per round, so no round is a deduplicated no-op.
+    let fresh = |chunks: &[Bytes], at: usize, tag: [u8; 8]| {
+        let mut chunks = chunks.to_vec();
+        let mut first = chunks[0].to_vec();
+        first[at..at + 8].copy_from_slice(&tag);
+        chunks[0] = Bytes::from(first);
+        chunks
+    };
+    // The same bytes behind a FITS primary header (whole 2880-byte blocks of data, so the file
+    // is valid FITS to its last byte): the content lane indexes them and sums their data
+    // blocks (DATASUM) while they stream past.
+    // It carries a DATASUM card, so the lane sums every data block to verify it (without
+    // checksum cards the data would only be skipped).
+    let data_bytes = (size - 2880) / 2880 * 2880;
+    let mut data_sum = storage::fits::OnesSum::default();
+    data_sum.add(&data[..data_bytes]);
+    let cards = [
+        "SIMPLE  =                    T".to_owned(),
+        "BITPIX  =                    8".to_owned(),
+        "NAXIS   =                    1".to_owned(),
+        format!("NAXIS1  = {data_bytes:>20}"),
+        format!("DATASUM = '{}'", data_sum.value()),
+        "COMMENT   round 00000000".to_owned(),
+        "END".to_owned(),
+    ];
+    let mut fits_file: Vec<u8> = cards
+        .iter()
+        .flat_map(|card| format!("{card:<80}").into_bytes())
+        .collect();
+    fits_file.resize(2880, b' ');
+    fits_file.extend_from_slice(&data[..data_bytes]);
+    let fits_chunks: Vec<Bytes> = fits_file
+        .chunks(CHUNK)
+        .map(Bytes::copy_from_slice)
+        .collect();
+    // Plain and FITS ingests alternate, so both see the same disk and page-cache state.
+    let (mut plain, mut fits) = (Duration::MAX, Duration::MAX);
+    for round in 1..=4u64 {
+        let plain_put = || {
+            let started = Instant::now();
+            put_once(
+                &format!("plain-{round}"),
+                fresh(&chunks, 0, round.to_be_bytes()),
+                Md5Mode::Deferred,
+            );
+            started.elapsed()
+        };
+        let fits_put = || {
+            let started = Instant::now();
+            let stored = put_once(
+                &format!("fits-{round}"),
+                // The round goes into the COMMENT card, outside the summed data.
+                fresh(
+                    &fits_chunks,
+                    5 * 80 + 16,
+                    *format!("{round:08}")
+                        .as_bytes()
+                        .first_chunk()
+                        .expect("8 digits"),
+                ),
+                Md5Mode::Deferred,
+            );
+            let elapsed = started.elapsed();
+            let index = runtime
+                .block_on(store.fits_index(&stored.record))
+                .expect("index")
+                .expect("indexed as FITS");
+            assert_eq!(index.status, storage::fits::IndexStatus::Valid);
+            assert_eq!(index.hdus[0].datasum, storage::fits::Check::Valid);
+            elapsed
+        };
+        // Back-to-back gigabytes slow the second down (the disk's write cache fills), so the
+        // two take turns at going first.
+        if round % 2 == 1 {
+            plain = plain.min(plain_put());
+            fits = fits.min(fits_put());
+        } else {
+            fits = fits.min(fits_put());
+            plain = plain.min(plain_put());
+        }
+    }
+    let ingest_rate = size as f64 / plain.as_secs_f64();
+    let fits_rate = fits_file.len() as f64 / fits.as_secs_f64();
+    let mut round = 0u64;
+    let ingest_md5_rate = best(size, || {
+        round += 1;
+        put_once(
+            &format!("md5-{round}"),
+            fresh(&chunks, 0, (100 + round).to_be_bytes()),
+            Md5Mode::Inline,
+        );
+    });
 
     let outboard_bytes: u64 = walk(&dir.path().join("store/blobs"))
         .iter()
@@ -129,6 +214,10 @@ fn main() {
         mib(ingest_md5_rate)
     );
     println!(
+        "ingest of FITS (indexed, DATASUM verified) {:>8.0} MiB/s",
+        mib(fits_rate)
+    );
+    println!(
         "outboard                    {outboard_bytes} bytes for {size} ({:.3} %)",
         outboard_bytes as f64 * 100.0 / size as f64
     );
@@ -139,6 +228,10 @@ fn main() {
     println!(
         "ratio ingest with MD5 / single-core MD5 = {:.2}",
         ingest_md5_rate / md5_rate
+    );
+    println!(
+        "ratio FITS ingest (indexed) / plain ingest = {:.2} (target: about 1.00)",
+        fits_rate / ingest_rate
     );
 }
 

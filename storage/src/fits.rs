@@ -150,13 +150,32 @@ impl OnesSum {
     /// Adds whole 32-bit words; `bytes.len()` must be a multiple of 4.
     pub fn add(&mut self, bytes: &[u8]) {
         debug_assert!(bytes.len().is_multiple_of(4));
-        // Up to 2^32 words fit a u64 before the carries must be folded back.
-        for words in bytes.chunks(1 << 20) {
-            let sum: u64 = words
-                .chunks_exact(4)
-                .map(|word| u64::from(u32::from_be_bytes([word[0], word[1], word[2], word[3]])))
-                .sum();
-            self.0 = fold(self.0) + sum;
+        // The sum of big-endian words is the sum of each byte position's column, shifted into
+        // place: Σ (b0·2²⁴ + b1·2¹⁶ + b2·2⁸ + b3) = 2²⁴·Σb0 + … + Σb3. Summing the columns
+        // with masks over 8-byte loads needs no byte swap and vectorises well (a quarter
+        // faster than word by word). Each 32-bit half of an accumulator gains at most 255 per
+        // load, so 2²⁴ loads (128 MiB) fit before the halves are folded.
+        const MASK: u64 = 0x0000_00FF_0000_00FF;
+        let lane = |sum: u64| (sum & 0xFFFF_FFFF) + (sum >> 32);
+        let whole = bytes.len() - bytes.len() % 8;
+        for block in bytes[..whole].chunks(8 << 24) {
+            let mut columns = [0u64; 4];
+            for load in block.chunks_exact(8) {
+                let x = u64::from_le_bytes(load.try_into().expect("8 bytes"));
+                columns[0] += x & MASK;
+                columns[1] += (x >> 8) & MASK;
+                columns[2] += (x >> 16) & MASK;
+                columns[3] += (x >> 24) & MASK;
+            }
+            // Little-endian loads put each word's first (most significant) byte in column 0.
+            let sum = (lane(columns[0]) << 24)
+                + (lane(columns[1]) << 16)
+                + (lane(columns[2]) << 8)
+                + lane(columns[3]);
+            self.0 = fold(self.0) + fold(sum);
+        }
+        if let Some(word) = bytes[whole..].first_chunk::<4>() {
+            self.0 = fold(self.0) + u64::from(u32::from_be_bytes(*word));
         }
     }
 
@@ -488,6 +507,8 @@ impl Indexer {
             if let Phase::Data {
                 remaining_blocks,
                 sum,
+                checksum_card,
+                datasum_card,
                 ..
             } = &mut self.phase
                 && *remaining_blocks > 0
@@ -495,7 +516,10 @@ impl Indexer {
                 let available = (blocks.len() / BLOCK_BYTES) as u64;
                 let take = (*remaining_blocks).min(available);
                 let bytes = usize::try_from(take).expect("within the slice") * BLOCK_BYTES;
-                sum.add(&blocks[..bytes]);
+                // Without checksum cards there is nothing to verify: the data is only skipped.
+                if *checksum_card || datasum_card.is_some() {
+                    sum.add(&blocks[..bytes]);
+                }
                 *remaining_blocks -= take;
                 self.offset += bytes as u64;
                 blocks = &blocks[bytes..];
@@ -523,9 +547,13 @@ impl Indexer {
             Phase::Data {
                 remaining_blocks,
                 sum,
+                checksum_card,
+                datasum_card,
                 ..
             } => {
-                sum.add(block);
+                if *checksum_card || datasum_card.is_some() {
+                    sum.add(block);
+                }
                 *remaining_blocks -= 1;
                 if *remaining_blocks == 0 {
                     self.hdu_done();
@@ -700,6 +728,27 @@ mod tests {
         let mut indexer = Indexer::new();
         indexer.update(bytes);
         indexer.finish()
+    }
+
+    proptest! {
+        /// The column sum equals the word-by-word definition, for any bytes and any split.
+        #[test]
+        fn ones_sum_matches_the_definition(
+            words in proptest::collection::vec(any::<u32>(), 0..3000),
+            split in 0usize..3000,
+        ) {
+            let bytes: Vec<u8> = words.iter().flat_map(|word| word.to_be_bytes()).collect();
+            let mut expected = 0u64;
+            for word in &words {
+                expected += u64::from(*word);
+                expected = (expected & 0xFFFF_FFFF) + (expected >> 32);
+            }
+            let split = (split.min(words.len())) * 4;
+            let mut sum = OnesSum::default();
+            sum.add(&bytes[..split]);
+            sum.add(&bytes[split..]);
+            prop_assert_eq!(u64::from(sum.value()), fold(expected));
+        }
     }
 
     #[test]

@@ -178,9 +178,8 @@ struct Lanes {
 
 type InFlight = (
     JoinHandle<Result<DataLane>>,
-    JoinHandle<Result<TreeLane>>,
+    JoinHandle<Result<(TreeLane, Option<ContentLane>)>>,
     Option<JoinHandle<Md5>>,
-    Option<JoinHandle<ContentLane>>,
 );
 
 /// An ingest in progress.
@@ -276,13 +275,7 @@ impl Ingest {
             md5,
             content,
         } = self.settle().await?;
-        let content_task = self.content_lane(content).map(|mut lane| {
-            let lane_piece = piece.clone();
-            tokio::task::spawn_blocking(move || {
-                lane.update(&lane_piece);
-                lane
-            })
-        });
+        let mut content = self.content_lane(content);
         let data_piece = piece.clone();
         let data_task = tokio::task::spawn_blocking(move || data.write(&data_piece).map(|()| data));
         let md5_task = md5.map(|mut md5| {
@@ -294,8 +287,16 @@ impl Ingest {
                 md5
             })
         });
-        let tree_task = tokio::task::spawn_blocking(move || tree.update(&piece).map(|()| tree));
-        self.in_flight = Some((data_task, tree_task, md5_task, content_task));
+        // The content lane shares the tree lane's thread: the piece is in its cache, and a
+        // fourth busy thread would only take turns with the data lane on a small machine.
+        let tree_task = tokio::task::spawn_blocking(move || {
+            tree.update(&piece)?;
+            if let Some(lane) = &mut content {
+                lane.update(&piece);
+            }
+            Ok((tree, content))
+        });
+        self.in_flight = Some((data_task, tree_task, md5_task));
         Ok(())
     }
 
@@ -314,14 +315,10 @@ impl Ingest {
 
     /// The lanes, once the piece in flight (if any) has gone through all of them.
     async fn settle(&mut self) -> Result<Lanes> {
-        if let Some((data_task, tree_task, md5_task, content_task)) = self.in_flight.take() {
+        if let Some((data_task, tree_task, md5_task)) = self.in_flight.take() {
             let data = crate::joined(data_task.await)??;
-            let tree = crate::joined(tree_task.await)??;
+            let (tree, content) = crate::joined(tree_task.await)??;
             let md5 = match md5_task {
-                Some(task) => Some(crate::joined(task.await)?),
-                None => None,
-            };
-            let content = match content_task {
                 Some(task) => Some(crate::joined(task.await)?),
                 None => None,
             };
