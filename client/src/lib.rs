@@ -41,6 +41,8 @@ mod client;
 #[cfg(feature = "http")]
 mod error;
 #[cfg(feature = "http")]
+mod fits;
+#[cfg(feature = "http")]
 mod reader;
 #[cfg(feature = "http")]
 mod retry;
@@ -51,6 +53,8 @@ mod transfer;
 pub use client::{Client, ClientOptions, ObjectHead, PutOptions, PutOutcome, local_digest};
 #[cfg(feature = "http")]
 pub use error::{Error, Result};
+#[cfg(feature = "http")]
+pub use fits::{ChecksumVerdict, FitsAnswer, FitsPart, HduSelector, Section};
 #[cfg(feature = "http")]
 pub use reader::ObjectReader;
 #[cfg(feature = "http")]
