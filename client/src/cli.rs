@@ -1,6 +1,7 @@
 //! The `ds` command: the dataserver from the command line. Stores files (recursively, several at once,
 //! skipping what the server already holds), downloads them resumably and verified, and shows,
-//! lists, deletes and verifies objects.
+//! lists, deletes and verifies objects, and reads FITS files in parts (the HDU index, one HDU,
+//! header cards, cut-outs).
 //!
 //! The server's URL and token come from flags, then `DS_URL` / `DS_TOKEN`, then the config
 //! file (`$DS_CONFIG`, else `$XDG_CONFIG_HOME/ds/config.toml`, else `~/.config/ds/config.toml`).
@@ -79,6 +80,10 @@ enum Command {
     ///
     /// Bytes go to NAME.part and are renamed to NAME once their digest matches; an interrupted
     /// download continues where it stopped when run again. A mismatch deletes NAME.part.
+    ///
+    /// With --hdu, --header or --section, one part of a FITS file instead: not the whole
+    /// object, so not checked against its BLAKE3 and not resumed; the server checks its reads
+    /// and ds checks each HDU's CHECKSUM card as the bytes arrive.
     Get {
         /// Keys
         #[arg(required = true)]
