@@ -955,10 +955,17 @@ async fn get_fits_part(
     let fail = |error: Error| Failure::from_client(&error, url);
     let key = one_key(keys, "--hdu or --section")?;
     let (file, answer) = if target == Some(Path::new("-")) {
-        let answer = client
+        let answer = match client
             .fits_to_writer(key, part, &mut tokio::io::stdout())
             .await
-            .map_err(fail)?;
+        {
+            Ok(answer) => answer,
+            // A closed pipe (`ds get --hdu 1 -o - | head -c 2880`) is not an error.
+            Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::BrokenPipe => {
+                return Ok(());
+            }
+            Err(error) => return Err(fail(error)),
+        };
         ("-".to_owned(), answer)
     } else {
         let path = match target {
@@ -970,7 +977,10 @@ async fn get_fits_part(
         (path.display().to_string(), answer)
     };
     let checksum = answer.checksum();
-    output.json_line(&json!({"key": key, "file": file, "outcome": "written", "size": answer.size, "checksum": checksum, "checksums": answer.checksums}));
+    // On stdout the bytes are the output: no JSON or text line is mixed in.
+    if file != "-" {
+        output.json_line(&json!({"key": key, "file": file, "outcome": "written", "size": answer.size, "checksum": checksum, "checksums": answer.checksums}));
+    }
     let verdict = match checksum {
         ChecksumVerdict::Valid => "FITS checksum verified",
         ChecksumVerdict::Absent => "no FITS checksum to verify",

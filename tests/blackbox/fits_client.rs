@@ -345,7 +345,15 @@ fn ds_reads_the_index_hdus_headers_and_cutouts() {
     assert_eq!(line["checksum"], "absent");
     assert_eq!(line["checksums"], serde_json::json!(["valid", "absent"]));
     assert_eq!(&read("mef_hduSCI_2.fits")[2880..], hdus[2].as_slice());
-    let named = ds(&["get", "fits/mef.fits", "--hdu", "CCD 7", "-o", "-"]);
+    let named = ds(&[
+        "get",
+        "fits/mef.fits",
+        "--hdu",
+        "CCD 7",
+        "-o",
+        "-",
+        "--json",
+    ]);
     assert_eq!(
         (named.code, &named.stdout_bytes),
         (0, &hdus[3]),
