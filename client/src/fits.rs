@@ -448,7 +448,7 @@ impl HduSummer {
             if self.end.is_none() {
                 self.card.extend_from_slice(&bytes[..take]);
                 if self.card.len() == CARD {
-                    self.read_card();
+                    self.read_card(self.position + take as u64);
                 }
             }
             self.position += take as u64;
@@ -459,7 +459,8 @@ impl HduSummer {
         }
     }
 
-    fn read_card(&mut self) {
+    /// Reads the card just completed, which ends at byte `card_end` of the HDU.
+    fn read_card(&mut self, card_end: u64) {
         let card = std::mem::take(&mut self.card);
         let keyword = card[..8].trim_ascii_end();
         let value = || {
@@ -469,7 +470,7 @@ impl HduSummer {
         let number = || value().parse::<i64>().ok();
         match keyword {
             b"END" => {
-                let header = (self.position + CARD as u64).div_ceil(BLOCK) * BLOCK;
+                let header = card_end.div_ceil(BLOCK) * BLOCK;
                 self.end = Some(header + self.cards.data_span());
             }
             b"BITPIX" => self.cards.bitpix = number(),
@@ -639,6 +640,51 @@ mod tests {
             summer.finish(),
             Ok(vec![ChecksumVerdict::Valid, ChecksumVerdict::Valid])
         );
+    }
+
+    /// An HDU without checksum cards whose `END` card fills its header block.
+    fn full_block_hdu() -> Vec<u8> {
+        let mut cards = vec![
+            "SIMPLE  =                    T".to_owned(),
+            "BITPIX  =                    8".to_owned(),
+            "NAXIS   =                    1".to_owned(),
+            "NAXIS1  =                    4".to_owned(),
+        ];
+        cards.resize(35, "COMMENT".to_owned());
+        cards.push("END".to_owned());
+        let mut hdu: Vec<u8> = cards
+            .iter()
+            .flat_map(|card| format!("{card:<80}").into_bytes())
+            .collect();
+        assert_eq!(hdu.len(), 2880);
+        hdu.resize(5760, 0);
+        hdu
+    }
+
+    /// Arriving a byte at a time, the header still ends with the `END` card's block.
+    #[test]
+    fn a_header_ending_on_a_block_boundary() {
+        let mut summer = HduSummer::default();
+        for byte in full_block_hdu().chunks(1) {
+            summer.update(byte);
+        }
+        assert_eq!(summer.finish(), Ok(vec![ChecksumVerdict::Absent]));
+    }
+
+    proptest::proptest! {
+        /// However the answer is cut into pieces, the verdicts are the same.
+        #[test]
+        fn verdicts_do_not_depend_on_pieces(piece in 1usize..6000) {
+            let answer = [reference_hdu(), full_block_hdu(), reference_hdu()].concat();
+            let mut summer = HduSummer::default();
+            for chunk in answer.chunks(piece) {
+                summer.update(chunk);
+            }
+            proptest::prop_assert_eq!(
+                summer.finish(),
+                Ok(vec![ChecksumVerdict::Valid, ChecksumVerdict::Absent, ChecksumVerdict::Valid])
+            );
+        }
     }
 
     #[test]
