@@ -379,6 +379,21 @@ fn ds_reads_the_index_hdus_headers_and_cutouts() {
         "{header:?}"
     );
     assert_eq!(header.stdout.matches("EXTNAME").count(), 1);
+    let to_file = ds(&[
+        "get",
+        "fits/mef.fits",
+        "--header",
+        "--hdu",
+        "2",
+        "-o",
+        "h.txt",
+    ]);
+    assert_eq!(
+        (to_file.code, to_file.stdout.as_str()),
+        (0, ""),
+        "{to_file:?}"
+    );
+    assert_eq!(read("h.txt"), header.stdout.as_bytes());
     let header_json = ds(&["get", "fits/mef.fits", "--header", "--hdu", "3", "--json"]);
     let value = &header_json.json_lines()[0];
     assert_eq!(value["hdu"], "3");
@@ -401,6 +416,10 @@ fn ds_reads_the_index_hdus_headers_and_cutouts() {
     let first = ds(&["get", "fits/mef.fits", "--section", "3:5,2:6"]);
     assert_eq!(first.code, 0, "{first:?}");
     assert_eq!(read("mef_cutout.fits"), read("cut.fits"));
+    std::fs::create_dir(dir.path().join("into")).expect("mkdir");
+    let into_dir = ds(&["get", "fits/mef.fits", "--hdu", "1", "-o", "into"]);
+    assert_eq!(into_dir.code, 0, "{into_dir:?}");
+    assert_eq!(read("into/mef_hdu1.fits"), hdus[1]);
 
     // Refusals: the server's sentence and an exit code.
     let refusals: [(&[&str], i32, &str); 9] = [
