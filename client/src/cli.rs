@@ -1020,7 +1020,7 @@ fn fits_index_table(key: &str, index: &crate::api::FitsIndexInfo) -> String {
         .max(7);
     let _ = writeln!(
         text,
-        "{:>3}  {:<8}  {:<extname_width$}  {:>6}  {:>6}  {:<16}  {:<8}  {:<8}",
+        "{:>3}  {:<9}  {:<extname_width$}  {:>6}  {:>6}  {:<16}  {:<8}  {:<8}",
         "HDU", "XTENSION", "EXTNAME", "EXTVER", "BITPIX", "NAXIS", "CHECKSUM", "DATASUM"
     );
     let or_dash = |value: Option<String>| value.unwrap_or_else(|| "-".to_owned());
@@ -1034,7 +1034,7 @@ fn fits_index_table(key: &str, index: &crate::api::FitsIndexInfo) -> String {
         let xtension = or_dash(hdu.xtension.clone()) + if hdu.zimage { "*" } else { "" };
         let _ = writeln!(
             text,
-            "{:>3}  {:<8}  {:<extname_width$}  {:>6}  {:>6}  {:<16}  {:<8}  {:<8}",
+            "{:>3}  {:<9}  {:<extname_width$}  {:>6}  {:>6}  {:<16}  {:<8}  {:<8}",
             hdu.index,
             xtension,
             or_dash(hdu.extname.clone()),
@@ -1048,7 +1048,10 @@ fn fits_index_table(key: &str, index: &crate::api::FitsIndexInfo) -> String {
     if index.hdus.iter().any(|hdu| hdu.zimage) {
         let _ = writeln!(text, "* tile-compressed image (ZIMAGE = T)");
     }
-    text
+    // Columns are padded; line ends are not.
+    text.lines()
+        .map(|line| format!("{}\n", line.trim_end()))
+        .collect()
 }
 
 async fn verify(
