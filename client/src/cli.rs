@@ -1,6 +1,7 @@
 //! The `ds` command: the dataserver from the command line. Stores files (recursively, several at once,
 //! skipping what the server already holds), downloads them resumably and verified, and shows,
-//! lists, deletes and verifies objects.
+//! lists, deletes and verifies objects, and reads FITS files in parts (the HDU index, one HDU,
+//! header cards, cut-outs).
 //!
 //! The server's URL and token come from flags, then `DS_URL` / `DS_TOKEN`, then the config
 //! file (`$DS_CONFIG`, else `$XDG_CONFIG_HOME/ds/config.toml`, else `~/.config/ds/config.toml`).
@@ -12,7 +13,10 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use crate::{Client, ClientOptions, Error, GetOptions, PutOptions, PutOutcome};
+use crate::{
+    ChecksumVerdict, Client, ClientOptions, Error, FitsPart, GetOptions, HduSelector, PutOptions,
+    PutOutcome, Section,
+};
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use futures_util::{StreamExt as _, TryStreamExt as _};
@@ -76,6 +80,10 @@ enum Command {
     ///
     /// Bytes go to NAME.part and are renamed to NAME once their digest matches; an interrupted
     /// download continues where it stopped when run again. A mismatch deletes NAME.part.
+    ///
+    /// With --hdu, --header or --section, one part of a FITS file instead: not the whole
+    /// object, so not checked against its BLAKE3 and not resumed; the server checks its reads
+    /// and ds checks each HDU's CHECKSUM card as the bytes arrive.
     Get {
         /// Keys
         #[arg(required = true)]
@@ -95,6 +103,20 @@ enum Command {
         /// resuming)
         #[arg(long, default_value_t = 1)]
         connections: usize,
+        /// Only this HDU of a FITS file: N (0 = primary), EXTNAME or EXTNAME,EXTVER; its bytes
+        /// as stored, to -o PATH or stdout ("-"), default NAME_hduN.fits
+        #[arg(long, value_name = "HDU", conflicts_with = "range")]
+        hdu: Option<HduSelector>,
+        /// With --hdu: a FITS file of its own (a minimal primary header before an extension)
+        #[arg(long, requires = "hdu", conflicts_with_all = ["header", "section"])]
+        standalone: bool,
+        /// Print the header cards (of every HDU, or of --hdu) as text
+        #[arg(long, conflicts_with_all = ["range", "section"])]
+        header: bool,
+        /// A cut-out of a 2-D image as a FITS file: y1:y2,x1:x2 (1-based, inclusive, rows
+        /// first); of --hdu, else of the first 2-D image; default output NAME_cutout.fits
+        #[arg(long, value_name = "Y1:Y2,X1:X2", conflicts_with = "range")]
+        section: Option<Section>,
     },
     /// Show an object's size, digests and type
     Head {
@@ -122,6 +144,11 @@ enum Command {
         key: String,
         /// Local file to compare
         file: Option<PathBuf>,
+    },
+    /// Show the HDUs of a FITS object, as the server indexed them when it was stored
+    FitsIndex {
+        /// Key
+        key: String,
     },
     /// Show the server's status
     Status,
@@ -379,10 +406,48 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             range,
             jobs,
             connections,
-        } => match range {
-            Some(range) => get_range(&client, &keys, target.as_deref(), &range, &url).await,
-            None => get(&client, &mut output, keys, target, jobs, connections, &url).await,
-        },
+            hdu,
+            standalone,
+            header,
+            section,
+        } => {
+            if header {
+                return get_header(
+                    &client,
+                    &output,
+                    &keys,
+                    target.as_deref(),
+                    hdu.as_ref(),
+                    &url,
+                )
+                .await;
+            }
+            let part = match (section, hdu) {
+                (Some(section), hdu) => Some(FitsPart::Cutout { hdu, section }),
+                (None, Some(hdu)) => Some(FitsPart::Hdu { hdu, standalone }),
+                (None, None) => None,
+            };
+            match (part, range) {
+                (Some(part), _) => {
+                    get_fits_part(&client, &output, &keys, target.as_deref(), &part, &url).await
+                }
+                (None, Some(range)) => {
+                    get_range(&client, &keys, target.as_deref(), &range, &url).await
+                }
+                (None, None) => {
+                    get(&client, &mut output, keys, target, jobs, connections, &url).await
+                }
+            }
+        }
+        Command::FitsIndex { key } => {
+            let index = client.fits_index(&key).await.map_err(fail)?;
+            if output.json {
+                output.json_line(&serde_json::to_value(&index).expect("wire types serialise"));
+            } else if !output.quiet {
+                print!("{}", fits_index_table(&key, &index));
+            }
+            Ok(())
+        }
         Command::Head { key } => {
             let head = client.head(&key).await.map_err(fail)?;
             if output.json {
@@ -815,6 +880,180 @@ async fn get_range(
     Ok(())
 }
 
+/// The one key a FITS view reads from.
+fn one_key<'a>(keys: &'a [String], what: &str) -> Result<&'a str, Failure> {
+    match keys {
+        [key] => Ok(key),
+        _ => Err(Failure {
+            message: format!("{what} reads from one KEY"),
+            code: 2,
+        }),
+    }
+}
+
+/// `--header`: the header cards as text, to stdout or `-o PATH`.
+async fn get_header(
+    client: &Client,
+    output: &Output,
+    keys: &[String],
+    target: Option<&Path>,
+    hdu: Option<&HduSelector>,
+    url: &str,
+) -> Result<(), Failure> {
+    let key = one_key(keys, "--header")?;
+    let text = client
+        .header_text(key, hdu)
+        .await
+        .map_err(|error| Failure::from_client(&error, url))?;
+    match target {
+        Some(path) if path != Path::new("-") => tokio::fs::write(path, &text)
+            .await
+            .with_context(|| format!("cannot write {}", path.display()))
+            .map_err(Failure::other)?,
+        _ if output.json => output
+            .json_line(&json!({"key": key, "hdu": hdu.map(ToString::to_string), "header": text})),
+        // A closed pipe (`ds get --header | head`) is not an error.
+        _ => drop(std::io::stdout().lock().write_all(text.as_bytes())),
+    }
+    Ok(())
+}
+
+/// The file a FITS view of `key` goes to by default: the key's last segment with the view's
+/// name before its extension (`frame_hdu3.fits`, `frame_cutout.fits`), so it is never taken
+/// for the whole object.
+fn view_file_name(key: &str, part: &FitsPart) -> PathBuf {
+    let name = key.rsplit('/').next().unwrap_or(key);
+    let (stem, extension) = match name.split_once('.') {
+        Some((stem, extension)) if !stem.is_empty() => (stem, format!(".{extension}")),
+        _ => (name, ".fits".to_owned()),
+    };
+    let view = match part {
+        FitsPart::Hdu { hdu, .. } => {
+            let hdu: String = hdu
+                .to_string()
+                .chars()
+                .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+                .collect();
+            format!("hdu{hdu}")
+        }
+        FitsPart::Cutout { .. } => "cutout".to_owned(),
+    };
+    PathBuf::from(format!("{stem}_{view}{extension}"))
+}
+
+/// `--hdu` and `--section`: one HDU or a cut-out, streamed to a file or stdout, its FITS
+/// checksum cards checked on the way (a view is not the whole object: there is no BLAKE3 to
+/// compare and nothing to resume).
+async fn get_fits_part(
+    client: &Client,
+    output: &Output,
+    keys: &[String],
+    target: Option<&Path>,
+    part: &FitsPart,
+    url: &str,
+) -> Result<(), Failure> {
+    let fail = |error: Error| Failure::from_client(&error, url);
+    let key = one_key(keys, "--hdu or --section")?;
+    let (file, answer) = if target == Some(Path::new("-")) {
+        let answer = match client
+            .fits_to_writer(key, part, &mut tokio::io::stdout())
+            .await
+        {
+            Ok(answer) => answer,
+            // A closed pipe (`ds get --hdu 1 -o - | head -c 2880`) is not an error.
+            Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::BrokenPipe => {
+                return Ok(());
+            }
+            Err(error) => return Err(fail(error)),
+        };
+        ("-".to_owned(), answer)
+    } else {
+        let path = match target {
+            Some(dir) if dir.is_dir() => dir.join(view_file_name(key, part)),
+            Some(path) => path.to_path_buf(),
+            None => view_file_name(key, part),
+        };
+        let answer = client.fits_to_file(key, part, &path).await.map_err(fail)?;
+        (path.display().to_string(), answer)
+    };
+    let checksum = answer.checksum();
+    // On stdout the bytes are the output: no JSON or text line is mixed in.
+    if file != "-" {
+        output.json_line(&json!({"key": key, "file": file, "outcome": "written", "size": answer.size, "checksum": checksum, "checksums": answer.checksums}));
+    }
+    let verdict = match checksum {
+        ChecksumVerdict::Valid => "FITS checksum verified",
+        ChecksumVerdict::Absent => "no FITS checksum to verify",
+        ChecksumVerdict::Invalid => "FITS checksum INVALID as stored",
+    };
+    if file != "-" {
+        output.text(&format!("{file}: {} bytes, {verdict}", answer.size));
+    }
+    if checksum == ChecksumVerdict::Invalid && !output.quiet {
+        eprintln!(
+            "ds: warning: {key} holds an HDU whose CHECKSUM card does not match its bytes; they are delivered as stored"
+        );
+    }
+    Ok(())
+}
+
+/// `ds fits-index`: one line per HDU.
+fn fits_index_table(key: &str, index: &crate::api::FitsIndexInfo) -> String {
+    use std::fmt::Write as _;
+    let mut text = String::new();
+    let validity = match &index.reason {
+        Some(reason) => format!("not valid FITS: {reason}"),
+        None => "valid FITS".to_owned(),
+    };
+    let _ = writeln!(
+        text,
+        "{key}: {} HDUs, {validity}, checksums {}",
+        index.hdus.len(),
+        index.checksum
+    );
+    let extname_width = index
+        .hdus
+        .iter()
+        .filter_map(|hdu| hdu.extname.as_ref().map(String::len))
+        .max()
+        .unwrap_or(0)
+        .max(7);
+    let _ = writeln!(
+        text,
+        "{:>3}  {:<9}  {:<extname_width$}  {:>6}  {:>6}  {:<16}  {:<8}  {:<8}",
+        "HDU", "XTENSION", "EXTNAME", "EXTVER", "BITPIX", "NAXIS", "CHECKSUM", "DATASUM"
+    );
+    let or_dash = |value: Option<String>| value.unwrap_or_else(|| "-".to_owned());
+    for hdu in &index.hdus {
+        let axes = if hdu.naxis.is_empty() {
+            "-".to_owned()
+        } else {
+            let axes: Vec<String> = hdu.naxis.iter().map(u64::to_string).collect();
+            axes.join("x")
+        };
+        let xtension = or_dash(hdu.xtension.clone()) + if hdu.zimage { "*" } else { "" };
+        let _ = writeln!(
+            text,
+            "{:>3}  {:<9}  {:<extname_width$}  {:>6}  {:>6}  {:<16}  {:<8}  {:<8}",
+            hdu.index,
+            xtension,
+            or_dash(hdu.extname.clone()),
+            or_dash(hdu.extver.map(|version| version.to_string())),
+            hdu.bitpix,
+            axes,
+            hdu.checksum,
+            hdu.datasum
+        );
+    }
+    if index.hdus.iter().any(|hdu| hdu.zimage) {
+        let _ = writeln!(text, "* tile-compressed image (ZIMAGE = T)");
+    }
+    // Columns are padded; line ends are not.
+    text.lines()
+        .map(|line| format!("{}\n", line.trim_end()))
+        .collect()
+}
+
 async fn verify(
     client: &Client,
     output: &Output,
@@ -895,6 +1134,30 @@ mod tests {
                 proptest::prop_assert!(range.start < range.end && range.end <= size);
             }
         }
+    }
+
+    #[test]
+    fn view_file_names() {
+        let hdu = |text: &str| FitsPart::Hdu {
+            hdu: text.parse().expect("hdu"),
+            standalone: false,
+        };
+        assert_eq!(
+            view_file_name("kids/frame.fits", &hdu("3")),
+            PathBuf::from("frame_hdu3.fits")
+        );
+        assert_eq!(
+            view_file_name("kids/frame.fits.fz", &hdu("SCI,2")),
+            PathBuf::from("frame_hduSCI_2.fits.fz")
+        );
+        let cut = FitsPart::Cutout {
+            hdu: None,
+            section: "1:2,1:2".parse().expect("section"),
+        };
+        assert_eq!(
+            view_file_name("raw", &cut),
+            PathBuf::from("raw_cutout.fits")
+        );
     }
 
     #[test]

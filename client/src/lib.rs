@@ -4,7 +4,8 @@
 //! wire change breaks both builds; it is plain serde data and is all that is built without the
 //! default features. With the `http` feature, [`Client`] is the async library pipeline workers
 //! link against: streaming verified uploads and downloads, resumable downloads, ranged reads,
-//! an [`ObjectReader`] implementing `AsyncRead + AsyncSeek`, listing, and retries. The `ds`
+//! an [`ObjectReader`] implementing `AsyncRead + AsyncSeek`, listing, retries, and FITS views
+//! (the HDU index, one HDU, header text, cut-outs; their checksum cards checked). The `ds`
 //! command (feature `cli`) is built on it. Knows nothing of the daemon's or storage's types.
 //!
 //! ```no_run
@@ -29,6 +30,11 @@
 //! object.seek(std::io::SeekFrom::Start(2880)).await.expect("seek");
 //! let mut block = vec![0u8; 2880];
 //! object.read_exact(&mut block).await.expect("read");
+//! // One CCD of a multi-extension file as a FITS file of its own, and a box of its pixels.
+//! let ccd: client::HduSelector = "CCD_12".parse().expect("an HDU");
+//! let single = node.get_hdu(&stored.key, &ccd, true).await?;
+//! let section: client::Section = "1:100,1:200".parse().expect("rows 1-100, columns 1-200");
+//! let cutout = node.cutout(&stored.key, Some(&ccd), section).await?;
 //! # Ok(())
 //! # }
 //! ```
@@ -41,6 +47,8 @@ mod client;
 #[cfg(feature = "http")]
 mod error;
 #[cfg(feature = "http")]
+mod fits;
+#[cfg(feature = "http")]
 mod reader;
 #[cfg(feature = "http")]
 mod retry;
@@ -51,6 +59,8 @@ mod transfer;
 pub use client::{Client, ClientOptions, ObjectHead, PutOptions, PutOutcome, local_digest};
 #[cfg(feature = "http")]
 pub use error::{Error, Result};
+#[cfg(feature = "http")]
+pub use fits::{ChecksumVerdict, FitsAnswer, FitsPart, HduSelector, Section};
 #[cfg(feature = "http")]
 pub use reader::ObjectReader;
 #[cfg(feature = "http")]

@@ -13,7 +13,8 @@ use tokio::io::{AsyncReadExt as _, AsyncSeekExt as _};
 
 use crate::harness::{TestDaemon, b3, bytes, start, start_with_config, start_with_tokens};
 
-fn runtime() -> tokio::runtime::Runtime {
+/// A small runtime for one test (also used by the FITS tests).
+pub(crate) fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

@@ -4,6 +4,8 @@
 mod access;
 mod client_lib;
 mod ds;
+mod fits_client;
+mod fits_writer;
 mod harness;
 mod lifecycle;
 mod limits;

@@ -72,6 +72,12 @@ def test_command_line_section(dataserver: Dataserver, tmp_path: Path):
     assert result.returncode == 0, f"stdout:\n{result.stdout}\nstderr:\n{result.stderr}"
     assert (root / "copy.fits").read_bytes() == frame
     assert (root / "block.bin").read_bytes() == frame[:2880]
+    assert (root / "primary.fits").read_bytes() == frame, "the only HDU is the whole file"
+    assert "200x100" in result.stdout, "fits-index shows the axes"
+    with fits.open(root / "cut.fits", checksum=True) as cut, fits.open(root / "frame.fits") as whole:
+        assert cut[0].verify_checksum() == 1 and cut[0].verify_datasum() == 1
+        assert cut[0].data.shape == (10, 30)
+        assert np.array_equal(cut[0].data, whole[0].data[10:20, 50:80])
     assert "kids/raw/night-2015-03-17/ccd1/exposure5.fits" in result.stdout
     assert dataserver.head("kids/raw/night-2015-03-17/ccd0/exposure0.fits").status_code == 200
     assert dataserver.head("kids/DR5/frame.fits").status_code == 404, "the last snippet deleted it"
