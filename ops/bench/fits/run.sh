@@ -1,0 +1,85 @@
+#!/usr/bin/env bash
+# `?hdu=` of one CCD of a 32-extension FITS file against the equivalent byte range of the same
+# object, on the same release-built dataserver in the same run (wrk, 16 connections), with
+# verified reads (the default). The HDU is found through the index built at ingest, so the two
+# should cost about the same: the ratio printed is hdu / range (target: about 1.0).
+#
+# Usage: ops/bench/fits/run.sh        (Markdown report on stdout, progress on stderr)
+# Environment: DURATION (seconds per wrk run, default 10), CCDS (default 32),
+#   WIDTH × HEIGHT of a CCD in pixels (default 1024 × 1024, 16-bit), HDU (default 17)
+set -euo pipefail
+
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+ROOT="$(cd "$HERE/../../.." && pwd)"
+DURATION="${DURATION:-10}"
+CCDS="${CCDS:-32}"
+WIDTH="${WIDTH:-1024}"
+HEIGHT="${HEIGHT:-1024}"
+HDU="${HDU:-17}"
+log() { printf '[%s] %s\n' "$(date +%T)" "$*" >&2; }
+for tool in curl wrk python3; do
+    command -v "$tool" >/dev/null || { log "error: $tool is needed (apt-get install $tool)"; exit 1; }
+done
+
+log "building dataserver (cargo build --release)"
+(cd "$ROOT" && cargo build --release --locked -p daemon --bin dataserver) >&2
+target="${CARGO_TARGET_DIR:-$ROOT/target}"
+[[ "$target" == /* ]] || target="$ROOT/$target"
+
+WORK="$(mktemp -d /tmp/fits-bench.XXXXXX)"
+SERVER_PID=""
+cleanup() {
+    [[ -n "$SERVER_PID" ]] && kill -TERM "$SERVER_PID" 2>/dev/null && wait "$SERVER_PID" 2>/dev/null
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+log "writing a $CCDS-extension FITS file ($WIDTH × $HEIGHT 16-bit CCDs)"
+python3 "$HERE/make_mef.py" "$WORK/frame.fits" "$CCDS" "$WIDTH" "$HEIGHT"
+"$target/release/dataserver" --data-dir "$WORK/data" --http-listen 127.0.0.1:0 \
+    --addr-file "$WORK/addr.json" 2>"$WORK/dataserver.log" &
+SERVER_PID=$!
+for _ in $(seq 200); do [[ -s "$WORK/addr.json" ]] && break; sleep 0.05; done
+[[ -s "$WORK/addr.json" ]] || { log "error: the dataserver did not start"; cat "$WORK/dataserver.log" >&2; exit 1; }
+URL="http://$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["http"])' "$WORK/addr.json")"
+TOKEN="$(head -n1 "$WORK/data/admin-token")"
+curl -sSf -o /dev/null -H "Authorization: Bearer $TOKEN" -T "$WORK/frame.fits" "$URL/frame.fits"
+read -r FIRST LAST < <(curl -sSf "$URL/frame.fits?fitsindex" | python3 -c '
+import json, sys
+hdu = json.load(sys.stdin)["hdus"][int(sys.argv[1])]
+print(hdu["header_offset"], hdu["data_offset"] + hdu["data_span"] - 1)' "$HDU")
+# Both answers must be the same bytes before they are timed.
+cmp -s <(curl -sSf "$URL/frame.fits?hdu=$HDU") <(curl -sSf -H "Range: bytes=$FIRST-$LAST" "$URL/frame.fits") ||
+    { log "error: ?hdu=$HDU and bytes $FIRST-$LAST differ"; exit 1; }
+
+cat >"$WORK/hdu.lua" <<LUA
+request = function() return wrk.format("GET", "/frame.fits?hdu=$HDU") end
+LUA
+cat >"$WORK/range.lua" <<LUA
+request = function() return wrk.format("GET", "/frame.fits", { ["Range"] = "bytes=$FIRST-$LAST" }) end
+LUA
+rate() { wrk -t2 -c16 -d"${DURATION}s" -s "$1" "$URL" | awk '/Requests\/sec/ { print $2 }'; }
+log "warming up"
+wrk -t2 -c16 -d2s -s "$WORK/range.lua" "$URL" >/dev/null
+declare -A RATES
+for round in 1 2; do
+    for kind in hdu range; do
+        log "wrk $kind, round $round"
+        RATES[$kind]+="$(rate "$WORK/$kind.lua") "
+    done
+done
+best() { tr ' ' '\n' <<<"$1" | sort -g | tail -n1; }
+hdu_rate="$(best "${RATES[hdu]}")"
+range_rate="$(best "${RATES[range]}")"
+echo "# ?hdu= against the equivalent byte range"
+echo
+echo "Reproduce: \`DURATION=$DURATION CCDS=$CCDS WIDTH=$WIDTH HEIGHT=$HEIGHT HDU=$HDU ops/bench/fits/run.sh\`"
+echo
+echo "- HDU $HDU of $CCDS: bytes $FIRST-$LAST ($(((LAST - FIRST + 1) / 1024)) KiB), 16 connections, verified reads, best of 2 runs of ${DURATION} s each; load at the end: $(cut -d' ' -f1-3 /proc/loadavg)"
+echo
+echo "| request | requests/s |"
+echo "|---|---:|"
+echo "| \`GET /frame.fits?hdu=$HDU\` | $hdu_rate |"
+echo "| \`GET /frame.fits\` with \`Range: bytes=$FIRST-$LAST\` | $range_rate |"
+echo
+awk -v h="$hdu_rate" -v r="$range_rate" 'BEGIN { printf "ratio hdu / range = %.2f (target: about 1.0)\n", h / r }'
