@@ -133,6 +133,28 @@ pub async fn run(mut config: Config) -> anyhow::Result<()> {
     serve(config, Listeners { http, s3 }, shutdown).await
 }
 
+/// How many blobs the store may keep open: raises the soft limit on open files to the hard
+/// one (as nginx's `worker_rlimit_nofile` and Go's runtime do), then keeps room for every
+/// connection of both listeners and a margin for the catalogue, logs and uploads; two file
+/// descriptors per blob, at most 4096 blobs, at least 16.
+fn open_blobs(max_connections: usize) -> usize {
+    use rustix::process::{Resource, getrlimit, setrlimit};
+    let mut limit = getrlimit(Resource::Nofile);
+    if limit.current != limit.maximum {
+        limit.current = limit.maximum;
+        if let Err(error) = setrlimit(Resource::Nofile, limit) {
+            tracing::warn!("could not raise the open-file limit: {error}");
+        }
+    }
+    let open_files = getrlimit(Resource::Nofile)
+        .current
+        .map_or(usize::MAX, |current| {
+            usize::try_from(current).unwrap_or(usize::MAX)
+        });
+    let spare = open_files.saturating_sub(2 * max_connections + 256);
+    (spare / 2).clamp(16, 4096)
+}
+
 /// Serves the native API (and the S3 API, when it has a listener) until `shutdown`, then
 /// drains and closes the store.
 pub async fn serve(
@@ -143,6 +165,7 @@ pub async fn serve(
     let mut store_config = StoreConfig::new(&config.data_dir);
     store_config.site = config.site_number;
     store_config.trash_retention = config.trash_retention;
+    store_config.open_blobs = open_blobs(config.limits.max_connections);
     let store = Store::open(store_config)
         .await
         .with_context(|| format!("open the store in {}", config.data_dir.display()))?;

@@ -27,9 +27,6 @@ use crate::recent::Recent;
 
 const OUTBOARD_SUFFIX: &str = ".obao";
 
-/// Served blobs kept open: two file descriptors each, well below the daemon's limit.
-const OPEN_BLOBS: usize = 256;
-
 /// Largest hash tree read into memory: that of a 1 GiB object.
 const TREE_IN_MEMORY_MAX_BYTES: u64 = 4 << 20;
 
@@ -125,7 +122,7 @@ pub(crate) struct StagingPaths {
 
 impl BlobDir {
     /// Creates the area directories when missing.
-    pub fn create(root: &Path) -> Result<Self> {
+    pub fn create(root: &Path, open_blobs: usize) -> Result<Self> {
         for area in ["blobs", "staging", "trash", "quarantine"] {
             let path = root.join(area);
             if !path.is_dir() {
@@ -136,7 +133,7 @@ impl BlobDir {
         Ok(Self {
             root: root.to_owned(),
             staging_counter: AtomicU64::new(0),
-            open_blobs: Recent::new(OPEN_BLOBS),
+            open_blobs: Recent::new(open_blobs),
             trees_in_memory: Arc::new(AtomicU64::new(0)),
         })
     }

@@ -72,6 +72,10 @@ pub struct StoreConfig {
     /// Run upkeep in the background: the orphan sweep once after opening and MD5 backfill after
     /// deferred ingests. Default true; tests switch it off to call the same functions directly.
     pub background: bool,
+    /// Served blobs kept open after a read (two file descriptors each at most), so hot objects
+    /// are read without an `open`. Default 4096; a process with a low open-file limit sets it
+    /// lower.
+    pub open_blobs: usize,
 }
 
 impl StoreConfig {
@@ -82,6 +86,7 @@ impl StoreConfig {
             site: 0,
             trash_retention: Duration::from_secs(7 * 24 * 3600),
             background: true,
+            open_blobs: 4096,
         }
     }
 }
@@ -183,10 +188,11 @@ impl Store {
     pub async fn open(config: StoreConfig) -> Result<Self> {
         let dir = config.data_dir.clone();
         let site = config.site;
+        let open_blobs = config.open_blobs;
         let (lock, blobs, catalog) = blocking(move || {
             std::fs::create_dir_all(&dir).map_err(error::io_error("create directory", &dir))?;
             let lock = lock_data_dir(&dir)?;
-            let blobs = BlobDir::create(&dir)?;
+            let blobs = BlobDir::create(&dir, open_blobs)?;
             let removed = blobs.clear_staging()?;
             if removed > 0 {
                 tracing::info!(removed, "removed staging leftovers of an interrupted run");
