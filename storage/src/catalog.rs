@@ -393,11 +393,7 @@ impl Catalog {
     /// The FITS index of a blob, when it was indexed at ingest.
     pub async fn fits_index(&self, blob: Blake3Digest) -> Result<Option<FitsIndex>> {
         self.read("read a FITS index", move |txn| {
-            let indexes = txn.open_table(FITS_INDEXES)?;
-            let value = indexes.get(&blob.0[..])?;
-            value
-                .map(|bytes| FitsIndex::decode(bytes.value()).ok_or_else(|| damaged("FITS index")))
-                .transpose()
+            content_index(&txn.open_table(FITS_INDEXES)?, &blob, FitsIndex::decode)
         })
         .await
     }
@@ -405,11 +401,7 @@ impl Catalog {
     /// The member index of a blob that is a tar archive, when it was indexed at ingest.
     pub async fn tar_index(&self, blob: Blake3Digest) -> Result<Option<TarIndex>> {
         self.read("read a tar index", move |txn| {
-            let indexes = txn.open_table(TAR_INDEXES)?;
-            let value = indexes.get(&blob.0[..])?;
-            value
-                .map(|bytes| TarIndex::decode(bytes.value()).ok_or_else(|| damaged("tar index")))
-                .transpose()
+            content_index(&txn.open_table(TAR_INDEXES)?, &blob, TarIndex::decode)
         })
         .await
     }
@@ -468,12 +460,7 @@ impl Catalog {
                     continue;
                 }
                 if let (Some(filter), Some(indexes)) = (filter, &indexes) {
-                    let index = indexes
-                        .get(&value.blake3.0[..])?
-                        .map(|bytes| {
-                            FitsIndex::decode(bytes.value()).ok_or_else(|| damaged("FITS index"))
-                        })
-                        .transpose()?;
+                    let index = content_index(indexes, &value.blake3, FitsIndex::decode)?;
                     if !filter.matches(index.as_ref()) {
                         continue;
                     }
@@ -654,6 +641,18 @@ fn live_object(
     let state = blob.map_or(BlobState::Live, |blob| blob.state);
     let md5 = blob.and_then(|blob| blob.md5);
     Ok(Some((value.to_record(key.clone(), md5), state)))
+}
+
+/// The content index (FITS, tar) a table keeps for a blob, decoded.
+fn content_index<T>(
+    table: &redb::ReadOnlyTable<&'static [u8], &'static [u8]>,
+    blob: &Blake3Digest,
+    decode: fn(&[u8]) -> Option<T>,
+) -> Result<Option<T>, redb::Error> {
+    table
+        .get(&blob.0[..])?
+        .map(|bytes| decode(bytes.value()).ok_or_else(|| damaged("content index")))
+        .transpose()
 }
 
 fn object_value(
