@@ -16,13 +16,16 @@ use std::sync::mpsc;
 use std::thread;
 use std::time::SystemTime;
 
+use bytes::Bytes;
 use redb::{ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction};
 use tokio::sync::oneshot;
 
 use crate::checksum::{Blake3Digest, Md5Digest};
-use crate::error::{CatalogFailure, Result, StorageError};
+use crate::error::{CatalogFailure, Result, StorageError, io_error};
 use crate::fits::{FitsFilter, FitsIndex};
 use crate::key::ObjectKey;
+use crate::packs::{PackEnd, PackLocation, PackReader, PackWriter};
+use crate::read::Wait;
 use crate::recent::Recent;
 use crate::record::{
     BlobRecord, BlobState, Change, ChangeKind, ObjectId, ObjectRecord, ObjectState, ObjectValue,
@@ -42,17 +45,35 @@ const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 const FITS_INDEXES: TableDefinition<&[u8], &[u8]> = TableDefinition::new("fits_indexes");
 /// Member indexes of tar archives (Measurement Sets) by blob digest.
 const TAR_INDEXES: TableDefinition<&[u8], &[u8]> = TableDefinition::new("tar_indexes");
+/// Where the bytes of small blobs (at most [`crate::SMALL_OBJECT_BYTES`]) are in the pack
+/// files, by digest ([`PackLocation`]; ARCHITECTURE.md, "Small objects").
+const PACKED_BLOBS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("packed_blobs");
 
 const NEXT_SEQUENCE: &str = "next_object_sequence";
 const LAST_CHANGE: &str = "last_change";
 const LIVE_OBJECTS: &str = "live_objects";
 const LIVE_BYTES: &str = "live_bytes";
+/// Where appends to the packs stand after the last commit that appended.
+const PACK_CURRENT: &str = "pack_current";
+const PACK_END: &str = "pack_end";
 
 /// Most mutations applied in one transaction: bounds the latency of the first in the batch.
 const MAX_BATCH: usize = 512;
 
 /// Live records remembered: a few megabytes, enough for the working set of a busy node.
 const RECENT_RECORDS: usize = 16 * 1024;
+
+/// Bytes of small blobs remembered: at most 64 MiB.
+const RECENT_INLINE_BLOBS: usize = 1024;
+
+/// Where a blob's bytes are kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Home {
+    /// A file in the blob areas (with its hash tree when large).
+    File,
+    /// A range of a pack file (small blobs).
+    Pack(PackLocation),
+}
 
 /// Where a new object comes from.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -85,6 +106,9 @@ pub(crate) struct NewObject {
     pub fits: Option<FitsIndex>,
     /// The member index of its bytes, when they are a tar archive.
     pub tar: Option<TarIndex>,
+    /// The verified bytes of a small object, to append to a pack; `None` when they are (or
+    /// already were) placed as a file.
+    pub inline: Option<Bytes>,
 }
 
 /// What an insert did.
@@ -115,7 +139,7 @@ enum LiveRecords {
     Changed,
 }
 
-type Job = Box<dyn FnOnce(&WriteTransaction) -> Result<Reply, redb::Error> + Send>;
+type Job = Box<dyn FnOnce(&WriteTransaction, &mut PackWriter) -> Result<Reply, redb::Error> + Send>;
 type Reply = Box<dyn FnOnce(Result<(), CatalogFailure>) + Send>;
 
 /// A live record and the state of its blob, as one snapshot showed them.
@@ -127,6 +151,11 @@ pub(crate) struct Catalog {
     /// (delete, quarantine, MD5s), on the writer thread right after its commit, so nothing
     /// stale survives an acknowledged change even when the caller has gone away.
     recent: Arc<Recent<ObjectKey, LiveObject>>,
+    /// Bytes of small blobs recently read, forgotten together with `recent` (a repaired blob
+    /// must not be served from bytes read before the repair).
+    recent_inline: Arc<Recent<Blake3Digest, Bytes>>,
+    /// The pack files small blobs are read from (the writer thread appends to them).
+    packs: PackReader,
     jobs: Option<mpsc::Sender<Job>>,
     writer: Option<thread::JoinHandle<()>>,
     site: u16,
@@ -144,9 +173,10 @@ fn damaged(what: &str) -> redb::Error {
 }
 
 impl Catalog {
-    /// Opens (creating if needed) the catalogue file and starts its writer thread.
-    pub fn open(path: &Path, site: u16) -> Result<Self> {
-        let open = || -> Result<redb::Database, redb::Error> {
+    /// Opens (creating if needed) the catalogue file, opens the packs in `packs_dir` for
+    /// appending (cutting off what was never committed), and starts the writer thread.
+    pub fn open(path: &Path, packs_dir: &Path, site: u16) -> Result<Self> {
+        let open = || -> Result<(redb::Database, PackEnd), redb::Error> {
             let db = redb::Database::builder()
                 .set_cache_size(256 << 20)
                 .create(path)?;
@@ -160,19 +190,34 @@ impl Catalog {
             txn.open_table(META)?;
             txn.open_table(FITS_INDEXES)?;
             txn.open_table(TAR_INDEXES)?;
+            txn.open_table(PACKED_BLOBS)?;
             txn.commit()?;
-            Ok(db)
+            let txn = db.begin_read()?;
+            let meta = txn.open_table(META)?;
+            let value = |name| -> Result<u64, redb::Error> {
+                Ok(meta.get(name)?.map(|value| value.value()).unwrap_or(0))
+            };
+            let pack = u32::try_from(value(PACK_CURRENT)?).map_err(|_| damaged("pack"))?;
+            let end = PackEnd {
+                pack,
+                end: value(PACK_END)?,
+            };
+            Ok((db, end))
         };
-        let db = Arc::new(open().map_err(failure("open the catalogue"))?);
+        let (db, pack_end) = open().map_err(failure("open the catalogue"))?;
+        let db = Arc::new(db);
+        let mut pack_writer = PackWriter::open(packs_dir, pack_end)?;
         let (jobs, queue) = mpsc::channel::<Job>();
         let writer_db = db.clone();
         let writer = thread::Builder::new()
             .name("catalog-writer".into())
-            .spawn(move || write_loop(&writer_db, &queue))
+            .spawn(move || write_loop(&writer_db, &queue, &mut pack_writer))
             .map_err(crate::error::io_error("start the catalogue writer", path))?;
         Ok(Self {
             db,
             recent: Arc::new(Recent::new(RECENT_RECORDS)),
+            recent_inline: Arc::new(Recent::new(RECENT_INLINE_BLOBS)),
+            packs: PackReader::new(packs_dir),
             jobs: Some(jobs),
             writer: Some(writer),
             site,
@@ -185,7 +230,7 @@ impl Catalog {
         op: &'static str,
         work: impl FnOnce(&WriteTransaction) -> Result<R, redb::Error> + Send + 'static,
     ) -> Result<R> {
-        self.write_with(op, move |txn| Ok((work(txn)?, LiveRecords::Unchanged)))
+        self.write_with(op, move |txn, _| Ok((work(txn)?, LiveRecords::Unchanged)))
             .await
     }
 
@@ -196,23 +241,28 @@ impl Catalog {
         op: &'static str,
         work: impl FnOnce(&WriteTransaction) -> Result<R, redb::Error> + Send + 'static,
     ) -> Result<R> {
-        self.write_with(op, move |txn| Ok((work(txn)?, LiveRecords::Changed)))
+        self.write_with(op, move |txn, _| Ok((work(txn)?, LiveRecords::Changed)))
             .await
     }
 
-    /// Runs `work`, which also says whether it changed live records.
+    /// Runs `work`, which may append to the packs and also says whether it changed live
+    /// records.
     async fn write_with<R: Send + 'static>(
         &self,
         op: &'static str,
-        work: impl FnOnce(&WriteTransaction) -> Result<(R, LiveRecords), redb::Error> + Send + 'static,
+        work: impl FnOnce(&WriteTransaction, &mut PackWriter) -> Result<(R, LiveRecords), redb::Error>
+        + Send
+        + 'static,
     ) -> Result<R> {
         let (reply, answer) = oneshot::channel();
         let recent = self.recent.clone();
-        let job: Job = Box::new(move |txn| {
-            let (value, live_records) = work(txn)?;
+        let recent_inline = self.recent_inline.clone();
+        let job: Job = Box::new(move |txn, packs| {
+            let (value, live_records) = work(txn, packs)?;
             Ok(Box::new(move |committed: Result<(), CatalogFailure>| {
                 if live_records == LiveRecords::Changed {
                     recent.invalidate();
+                    recent_inline.invalidate();
                 }
                 let _ = reply.send(committed.map(|()| value));
             }) as Reply)
@@ -275,6 +325,77 @@ impl Catalog {
         })
     }
 
+    /// Blocking: the bytes of a packed blob, `None` when it is a file (or unknown).
+    pub fn packed_now(&self, blob: &Blake3Digest) -> Result<Option<Bytes>> {
+        if let Some(bytes) = self.recent_inline.get(blob) {
+            return Ok(Some(bytes));
+        }
+        let generation = self.recent_inline.generation();
+        let found = self.read_packed_whole(blob)?;
+        Ok(found.map(|(bytes, whole)| {
+            if whole {
+                self.recent_inline
+                    .remember(generation, *blob, bytes.clone());
+            }
+            bytes
+        }))
+    }
+
+    /// Without blocking: the bytes of a packed blob, when recently read.
+    pub fn packed_remembered(&self, blob: &Blake3Digest) -> Option<Bytes> {
+        self.recent_inline.get(blob)
+    }
+
+    /// Blocking: the bytes of a packed blob read afresh from its pack (for re-hashing).
+    /// A pack shorter than recorded gives fewer bytes than the blob's size.
+    pub fn read_packed(&self, blob: &Blake3Digest) -> Result<Option<Bytes>> {
+        Ok(self.read_packed_whole(blob)?.map(|(bytes, _)| bytes))
+    }
+
+    /// The bytes of a packed blob, and whether they are all there.
+    fn read_packed_whole(&self, blob: &Blake3Digest) -> Result<Option<(Bytes, bool)>> {
+        let location = self.read_now("read a small blob", |txn| {
+            let table = txn.open_table(PACKED_BLOBS)?;
+            let location = table.get(&blob.0[..])?;
+            location
+                .map(|bytes| PackLocation::decode(bytes.value()).ok_or_else(|| damaged("pack")))
+                .transpose()
+        })?;
+        let Some(location) = location else {
+            return Ok(None);
+        };
+        match self.packs.read(location, Wait::Yes) {
+            Ok(bytes) => Ok(Some((bytes, true))),
+            Err(error) if error.kind() == std::io::ErrorKind::UnexpectedEof => {
+                Ok(Some((Bytes::new(), false)))
+            }
+            Err(error) => Err(StorageError::Io {
+                op: "read",
+                path: self.packs.path(location.pack),
+                source: error,
+            }),
+        }
+    }
+
+    /// Blocking: gives a purged blob's pack range back to the file system.
+    pub fn punch_now(&self, location: PackLocation) -> Result<()> {
+        self.packs
+            .punch(location)
+            .map_err(io_error("punch a hole in", &self.packs.path(location.pack)))
+    }
+
+    /// Overwrites the bytes a small blob has in the catalogue, as damage would (tests only).
+    #[cfg(test)]
+    pub async fn damage_inline(&self, blob: Blake3Digest, bytes: Vec<u8>) -> Result<()> {
+        self.write_with("damage a small blob", move |txn, packs| {
+            let location = packs.append(&bytes)?;
+            txn.open_table(PACKED_BLOBS)?
+                .insert(&blob.0[..], &location.encode()[..])?;
+            Ok(((), LiveRecords::Changed))
+        })
+        .await
+    }
+
     /// Runs a read against a snapshot on the blocking pool.
     async fn read<R: Send + 'static>(
         &self,
@@ -292,12 +413,19 @@ impl Catalog {
     /// Binds `object.key` to its content, write-once.
     pub async fn insert(&self, object: NewObject) -> Result<InsertOutcome> {
         let site = self.site;
-        self.write_with("record an object", move |txn| insert(txn, object, site))
-            .await?
+        self.write_with("record an object", move |txn, packs| {
+            insert(txn, packs, object, site)
+        })
+        .await?
     }
 
-    /// Tombstones a live key. Answers its record and whether its blob lost its last reference.
-    pub async fn delete(&self, key: ObjectKey, now: SystemTime) -> Result<(ObjectRecord, bool)> {
+    /// Tombstones a live key. Answers its record and, when its blob lost its last reference
+    /// (and is now trashed), where the blob's bytes are.
+    pub async fn delete(
+        &self,
+        key: ObjectKey,
+        now: SystemTime,
+    ) -> Result<(ObjectRecord, Option<Home>)> {
         self.write_changing("delete an object", move |txn| delete(txn, key, now))
             .await?
     }
@@ -324,8 +452,8 @@ impl Catalog {
         .await
     }
 
-    /// Marks a live blob quarantined; answers whether it was live.
-    pub async fn quarantine(&self, blob: Blake3Digest, now: SystemTime) -> Result<bool> {
+    /// Marks a live blob quarantined; answers where its bytes are when it was live.
+    pub async fn quarantine(&self, blob: Blake3Digest, now: SystemTime) -> Result<Option<Home>> {
         self.write_changing("quarantine a blob", move |txn| {
             let mut was_live = false;
             update_blob(txn, &blob, |record| {
@@ -336,18 +464,25 @@ impl Catalog {
             })?;
             // Its MD5 is computed when good bytes come back (`reference_blob` queues it).
             txn.open_table(MD5_PENDING)?.remove(&blob.0[..])?;
-            Ok(was_live)
+            // Damaged bytes in the catalogue stay where they are, unserved, until a `put` of
+            // good bytes replaces them.
+            match was_live {
+                true => home(txn, &blob).map(Some),
+                false => Ok(None),
+            }
         })
         .await
     }
 
-    /// Forgets a trashed, unreferenced blob whose retention ended at `cutoff`; answers whether
-    /// it did (a blob referenced again meanwhile is kept).
-    pub async fn purge(&self, blob: Blake3Digest, cutoff: SystemTime) -> Result<bool> {
+    /// Forgets a trashed, unreferenced blob whose retention ended at `cutoff`; answers where
+    /// its bytes were when it did (a blob referenced again meanwhile is kept). Bytes kept in
+    /// the catalogue go with the record.
+    pub async fn purge(&self, blob: Blake3Digest, cutoff: SystemTime) -> Result<Option<Home>> {
         self.write("purge a blob", move |txn| {
+            let home = home(txn, &blob)?;
             let mut blobs = txn.open_table(BLOBS)?;
             let Some(record) = blobs.get(&blob.0[..])?.map(|v| v.value().to_vec()) else {
-                return Ok(false);
+                return Ok(None);
             };
             let record = BlobRecord::decode(&record).ok_or_else(|| damaged("blob"))?;
             match record.state {
@@ -358,9 +493,10 @@ impl Catalog {
                     txn.open_table(MD5_PENDING)?.remove(&blob.0[..])?;
                     txn.open_table(FITS_INDEXES)?.remove(&blob.0[..])?;
                     txn.open_table(TAR_INDEXES)?.remove(&blob.0[..])?;
-                    Ok(true)
+                    txn.open_table(PACKED_BLOBS)?.remove(&blob.0[..])?;
+                    Ok(Some(home))
                 }
-                _ => Ok(false),
+                _ => Ok(None),
             }
         })
         .await
@@ -597,7 +733,9 @@ impl Drop for Catalog {
 }
 
 /// The writer thread: one transaction per batch of queued jobs, committed before any reply.
-fn write_loop(db: &redb::Database, queue: &mpsc::Receiver<Job>) {
+/// Bytes the batch appended to the packs are fsynced first, and where the packs end is
+/// recorded in the same transaction.
+fn write_loop(db: &redb::Database, queue: &mpsc::Receiver<Job>, packs: &mut PackWriter) {
     while let Ok(first) = queue.recv() {
         let mut jobs = vec![first];
         while jobs.len() < MAX_BATCH {
@@ -610,17 +748,28 @@ fn write_loop(db: &redb::Database, queue: &mpsc::Receiver<Job>) {
             let txn = db.begin_write()?;
             let mut replies = Vec::with_capacity(jobs.len());
             for job in jobs {
-                replies.push(job(&txn)?);
+                replies.push(job(&txn, packs)?);
+            }
+            if let Some(end) = packs.sync()? {
+                let mut meta = txn.open_table(META)?;
+                meta.insert(PACK_CURRENT, u64::from(end.pack))?;
+                meta.insert(PACK_END, end.end)?;
             }
             txn.commit()?;
             Ok(replies)
         })();
         match outcome {
-            Ok(replies) => replies.into_iter().for_each(|reply| reply(Ok(()))),
+            Ok(replies) => {
+                packs.committed();
+                replies.into_iter().for_each(|reply| reply(Ok(())));
+            }
             Err(error) => {
                 // The whole batch was rolled back; its jobs' senders are dropped, and each
                 // waiting caller learns that its change did not happen.
                 tracing::error!("catalogue transaction failed: {error:#}");
+                if let Err(error) = packs.rolled_back() {
+                    tracing::error!("could not reopen the pack file: {error:#}");
+                }
             }
         }
     }
@@ -675,6 +824,33 @@ fn blob_record(
     bytes
         .map(|bytes| BlobRecord::decode(bytes.value()).ok_or_else(|| damaged("blob")))
         .transpose()
+}
+
+/// Where the bytes of a recorded blob are, seen from inside a write.
+fn home(txn: &WriteTransaction, blob: &Blake3Digest) -> Result<Home, redb::Error> {
+    let table = txn.open_table(PACKED_BLOBS)?;
+    let location = table.get(&blob.0[..])?;
+    match location {
+        Some(bytes) => Ok(Home::Pack(
+            PackLocation::decode(bytes.value()).ok_or_else(|| damaged("pack"))?,
+        )),
+        None => Ok(Home::File),
+    }
+}
+
+/// Appends the verified bytes of a small blob to the packs and records where (a damaged copy
+/// recorded before is left behind, unreferenced).
+fn keep_packed(
+    txn: &WriteTransaction,
+    packs: &mut PackWriter,
+    object: &NewObject,
+) -> Result<(), redb::Error> {
+    if let Some(bytes) = &object.inline {
+        let location = packs.append(bytes)?;
+        txn.open_table(PACKED_BLOBS)?
+            .insert(&object.blake3.0[..], &location.encode()[..])?;
+    }
+    Ok(())
 }
 
 fn trash_key(since: SystemTime, blob: &Blake3Digest) -> [u8; 40] {
@@ -738,6 +914,7 @@ fn append_change(
 /// changed for keys already live (a quarantined blob revived, an MD5 learnt).
 fn reference_blob(
     txn: &WriteTransaction,
+    packs: &mut PackWriter,
     object: &NewObject,
 ) -> Result<(Option<Md5Digest>, LiveRecords), redb::Error> {
     let mut blobs = txn.open_table(BLOBS)?;
@@ -753,6 +930,7 @@ fn reference_blob(
                 txn.open_table(TAR_INDEXES)?
                     .insert(&object.blake3.0[..], &index.encode()[..])?;
             }
+            keep_packed(txn, packs, object)?;
             BlobRecord {
                 size: object.size,
                 references: 1,
@@ -772,6 +950,11 @@ fn reference_blob(
             {
                 live_records = LiveRecords::Changed;
             }
+            // Live or trashed bytes are in place (packed, or a file kept from before small
+            // blobs were packed); quarantined ones are replaced by the verified bytes.
+            if matches!(record.state, BlobState::Quarantined { .. }) {
+                keep_packed(txn, packs, object)?;
+            }
             record.references += 1;
             record.state = BlobState::Live;
             record.md5 = record.md5.or(object.md5);
@@ -789,6 +972,7 @@ fn reference_blob(
 
 fn insert(
     txn: &WriteTransaction,
+    packs: &mut PackWriter,
     object: NewObject,
     site: u16,
 ) -> Result<(Result<InsertOutcome>, LiveRecords), redb::Error> {
@@ -822,6 +1006,9 @@ fn insert(
                 }
                 md5 = record.md5;
             })?;
+            if live_records == LiveRecords::Changed {
+                keep_packed(txn, packs, &object)?;
+            }
             let unchanged = InsertOutcome::Unchanged(value.to_record(object.key, md5));
             Ok((Ok(unchanged), live_records))
         }
@@ -830,7 +1017,7 @@ fn insert(
             value.deleted = None;
             objects.insert(object.key.as_str(), &value.encode()[..])?;
             drop(objects);
-            let (md5, live_records) = reference_blob(txn, &object)?;
+            let (md5, live_records) = reference_blob(txn, packs, &object)?;
             append_change(txn, ChangeKind::Put, &object.key, &value, object.now)?;
             let created = InsertOutcome::Created(value.to_record(object.key, md5));
             Ok((Ok(created), live_records))
@@ -877,7 +1064,7 @@ fn insert(
             objects.insert(object.key.as_str(), &value.encode()[..])?;
             ids.insert(object_id.0, object.key.as_str())?;
             drop((objects, ids));
-            let (md5, live_records) = reference_blob(txn, &object)?;
+            let (md5, live_records) = reference_blob(txn, packs, &object)?;
             append_change(txn, ChangeKind::Put, &object.key, &value, object.now)?;
             let created = InsertOutcome::Created(value.to_record(object.key, md5));
             Ok((Ok(created), live_records))
@@ -889,7 +1076,7 @@ fn delete(
     txn: &WriteTransaction,
     key: ObjectKey,
     now: SystemTime,
-) -> Result<Result<(ObjectRecord, bool)>, redb::Error> {
+) -> Result<Result<(ObjectRecord, Option<Home>)>, redb::Error> {
     let mut objects = txn.open_table(OBJECTS)?;
     let existing = objects.get(key.as_str())?.map(|v| v.value().to_vec());
     let Some(mut value) = existing.and_then(|bytes| ObjectValue::decode(&bytes)) else {
@@ -918,5 +1105,9 @@ fn delete(
         txn.open_table(MD5_PENDING)?.remove(&value.blake3.0[..])?;
     }
     append_change(txn, ChangeKind::Delete, &key, &value, now)?;
-    Ok(Ok((value.to_record(key, md5), unreferenced)))
+    let trashed = match unreferenced {
+        true => Some(home(txn, &value.blake3)?),
+        false => None,
+    };
+    Ok(Ok((value.to_record(key, md5), trashed)))
 }

@@ -53,6 +53,9 @@ pub(crate) struct Ingested {
     pub fits: Option<FitsIndex>,
     /// The member index of a body that is a tar archive (a Measurement Set).
     pub tar: Option<TarIndex>,
+    /// The whole body, when it is small enough to be kept in the catalogue (nothing was
+    /// written to staging then).
+    pub inline: Option<Bytes>,
 }
 
 struct DataLane {
@@ -333,8 +336,12 @@ impl Ingest {
     }
 
     /// Hashes and writes what is left, fsyncs, and answers the digests. The staging files are
-    /// complete and durable when this returns.
+    /// complete and durable when this returns. A body of at most [`crate::SMALL_OBJECT_BYTES`]
+    /// is never written: it comes back whole, hashed, for the catalogue to keep.
     pub async fn finish(mut self) -> Result<Ingested> {
+        if !self.started && self.size <= crate::SMALL_OBJECT_BYTES {
+            return self.finish_small().await;
+        }
         let Lanes {
             mut data,
             mut tree,
@@ -375,7 +382,52 @@ impl Ingest {
                 Some(ContentIndex::Tar(index)) => Some(index),
                 _ => None,
             },
+            inline: None,
         })
+    }
+}
+
+impl Ingest {
+    /// A small body, all of it still gathered: hashed in one hop, MD5 included (it costs less
+    /// than a later pass over the catalogue would), and indexed.
+    async fn finish_small(mut self) -> Result<Ingested> {
+        let mut chunks = self.take_gathered();
+        let body = match chunks.len() {
+            0 => Bytes::new(),
+            1 => chunks.remove(0),
+            _ => Bytes::from(chunks.concat()),
+        };
+        let leading_bytes = std::mem::take(&mut self.leading_bytes);
+        let size = self.size;
+        crate::blocking(move || {
+            let content = if fits::looks_like_fits(&leading_bytes) {
+                Some(ContentLane::Fits(Indexer::new()))
+            } else if tar::looks_like_tar(&leading_bytes) {
+                Some(ContentLane::Tar(TarIndexer::new()))
+            } else {
+                None
+            };
+            let content = content.map(|mut lane| {
+                lane.update(std::slice::from_ref(&body));
+                lane.finish()
+            });
+            let (fits, tar) = match content {
+                Some(ContentIndex::Fits(index)) => (Some(index), None),
+                Some(ContentIndex::Tar(index)) => (None, Some(index)),
+                None => (None, None),
+            };
+            Ok(Ingested {
+                size,
+                blake3: Blake3Digest::of(&body),
+                md5: Some(Md5Digest::of(&body)),
+                has_outboard: false,
+                leading_bytes,
+                fits,
+                tar,
+                inline: Some(body),
+            })
+        })
+        .await
     }
 }
 

@@ -20,6 +20,7 @@ pub mod fits;
 mod ingest;
 pub mod key;
 pub mod outboard;
+mod packs;
 mod read;
 mod recent;
 pub mod record;
@@ -38,7 +39,7 @@ use futures_util::StreamExt;
 use tokio::sync::Notify;
 
 use crate::blobs::{Area, BlobDir, OpenBlob};
-use crate::catalog::{Catalog, InsertOutcome, NewObject};
+use crate::catalog::{Catalog, Home, InsertOutcome, NewObject};
 use crate::ingest::Ingest;
 
 pub use crate::catalog::{CatalogStats, Origin};
@@ -53,7 +54,8 @@ pub use crate::record::{
 };
 pub use crate::scrub::{FsckReport, ScrubOptions, ScrubReport, SweepReport, Verified};
 
-/// Objects up to this size are read whole when opened (one blocking hop per request).
+/// Objects up to this size are kept in the catalogue rather than as files (one group-committed
+/// write stores them) and are read whole when opened.
 pub const SMALL_OBJECT_BYTES: u64 = 64 * 1024;
 
 /// Lock stripes for per-blob critical sections.
@@ -197,7 +199,7 @@ impl Store {
             if removed > 0 {
                 tracing::info!(removed, "removed staging leftovers of an interrupted run");
             }
-            let catalog = Catalog::open(&dir.join("catalog.redb"), site)?;
+            let catalog = Catalog::open(&dir.join("catalog.redb"), &dir.join("packs"), site)?;
             // The catalogue file may be new: make its directory entry durable too.
             blobs::sync_dir(&dir)?;
             Ok((lock, blobs, catalog))
@@ -317,6 +319,29 @@ impl Store {
             }
         };
 
+        let content_type = options
+            .content_type
+            .unwrap_or_else(|| ingest::sniff_content_type(&ingested.leading_bytes).to_owned());
+        let object = NewObject {
+            key: key.clone(),
+            size: ingested.size,
+            blake3: ingested.blake3,
+            md5: ingested.md5,
+            content_type,
+            origin: options.origin,
+            now: SystemTime::now(),
+            parts: options.parts,
+            fits: ingested.fits,
+            tar: ingested.tar,
+            inline: ingested.inline,
+        };
+        if object.inline.is_some() {
+            // Nothing was staged; the bytes are committed with the record, and conflicts are
+            // refused inside that transaction.
+            guard.store = None;
+            return Ok(Stored::from(self.inner.catalog.insert(object).await?));
+        }
+
         let blob = ingested.blake3;
         let _blob_lock = self.blob_lock(&blob).lock().await;
         let store = self.clone();
@@ -341,21 +366,6 @@ impl Store {
             key: key.clone(),
             existing,
         })?;
-        let content_type = options
-            .content_type
-            .unwrap_or_else(|| ingest::sniff_content_type(&ingested.leading_bytes).to_owned());
-        let object = NewObject {
-            key: key.clone(),
-            size: ingested.size,
-            blake3: blob,
-            md5: ingested.md5,
-            content_type,
-            origin: options.origin,
-            now: SystemTime::now(),
-            parts: options.parts,
-            fits: ingested.fits,
-            tar: ingested.tar,
-        };
         let outcome = self.inner.catalog.insert(object).await;
         if placed && outcome.is_err() && self.inner.catalog.blob(blob).await?.is_none() {
             // Lost a race for the key after placing a blob nobody references.
@@ -402,9 +412,10 @@ impl Store {
             origin: Origin::Local,
             now: SystemTime::now(),
             parts: source.parts,
-            // The blob is already recorded, with its indexes.
+            // The blob is already recorded, with its indexes and its bytes.
             fits: None,
             tar: None,
+            inline: None,
         };
         Ok(Stored::from(self.inner.catalog.insert(object).await?))
     }
@@ -480,6 +491,11 @@ impl Store {
         if state != BlobState::Live {
             return None;
         }
+        if record.size <= SMALL_OBJECT_BYTES
+            && let Some(bytes) = self.inner.catalog.packed_remembered(&record.blake3)
+        {
+            return Some(StoredObject::in_memory(self.clone(), record, bytes));
+        }
         let open = self.inner.blobs.open_remembered(&record.blake3)?;
         let mut object = self.opened(record, open, Wait::No).ok()?;
         if let Some((range, verify)) = prefetch {
@@ -498,6 +514,17 @@ impl Store {
                 blob,
                 detail: "blob is quarantined".into(),
             });
+        }
+        if record.size <= SMALL_OBJECT_BYTES
+            && let Some(bytes) = self.inner.catalog.packed_now(&blob)?
+        {
+            if bytes.len() as u64 != record.size {
+                return Err(StorageError::Corrupt {
+                    blob,
+                    detail: format!("pack holds fewer than the recorded {} bytes", record.size),
+                });
+            }
+            return Ok(StoredObject::in_memory(self.clone(), record, bytes));
         }
         let has_outboard = outboard::outboard_len(record.size) > 0;
         let open = match self.inner.blobs.open(&blob, has_outboard) {
@@ -556,12 +583,12 @@ impl Store {
         let record = self.head(key).await?;
         let blob = record.blake3;
         let _blob_lock = self.blob_lock(&blob).lock().await;
-        let (record, unreferenced) = self
+        let (record, trashed) = self
             .inner
             .catalog
             .delete(key.clone(), SystemTime::now())
             .await?;
-        if unreferenced {
+        if trashed == Some(Home::File) {
             let store = self.clone();
             blocking(move || store.inner.blobs.move_blob(&blob, Area::Blobs, Area::Trash)).await?;
         }
@@ -581,10 +608,18 @@ impl Store {
             }
             for blob in due {
                 let _blob_lock = self.blob_lock(&blob).lock().await;
-                if self.inner.catalog.purge(blob, cutoff).await? {
-                    let store = self.clone();
-                    blocking(move || store.inner.blobs.remove(&blob, Area::Trash)).await?;
-                    purged += 1;
+                match self.inner.catalog.purge(blob, cutoff).await? {
+                    Some(Home::File) => {
+                        let store = self.clone();
+                        blocking(move || store.inner.blobs.remove(&blob, Area::Trash)).await?;
+                        purged += 1;
+                    }
+                    Some(Home::Pack(location)) => {
+                        let store = self.clone();
+                        blocking(move || store.inner.catalog.punch_now(location)).await?;
+                        purged += 1;
+                    }
+                    None => {}
                 }
             }
         }
@@ -594,13 +629,15 @@ impl Store {
     /// `put` of the same bytes, or later by a replica).
     pub async fn quarantine(&self, blob: Blake3Digest) -> Result<()> {
         let _blob_lock = self.blob_lock(&blob).lock().await;
-        if self
+        let home = self
             .inner
             .catalog
             .quarantine(blob, SystemTime::now())
-            .await?
-        {
+            .await?;
+        if home.is_some() {
             tracing::error!(%blob, "blob failed verification and is quarantined");
+        }
+        if home == Some(Home::File) {
             let store = self.clone();
             blocking(move || {
                 store
@@ -797,5 +834,125 @@ pub(crate) fn joined<T>(result: Result<T, tokio::task::JoinError>) -> Result<T> 
         Ok(value) => Ok(value),
         Err(error) if error.is_panic() => std::panic::resume_unwind(error.into_panic()),
         Err(_) => Err(StorageError::ShuttingDown),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn read(store: &Store, key: &ObjectKey, verify: Verify) -> Result<Vec<u8>> {
+        let object = store.get(key).await?;
+        let mut stream = object.read_all(verify);
+        let mut read = Vec::new();
+        while let Some(piece) = stream.next().await {
+            read.extend_from_slice(&piece?);
+        }
+        Ok(read)
+    }
+
+    /// Damaged bytes of a small blob (kept in the catalogue) are caught by verified reads, by
+    /// the scrub and by `verify`, quarantined without moving anything, and repaired by a `put`
+    /// of the good bytes.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn damaged_small_blobs_are_quarantined_and_repaired() {
+        let dir = tempfile::TempDir::new().expect("temp dir");
+        let mut config = StoreConfig::new(dir.path().join("data"));
+        config.background = false;
+        let store = Store::open(config).await.expect("open");
+        let good: Vec<u8> = (0..20_000u32).map(|i| (i * 7 % 251) as u8).collect();
+        let twin: Vec<u8> = good.iter().rev().copied().collect();
+        let (small, other) = (
+            ObjectKey::parse("small").unwrap(),
+            ObjectKey::parse("other").unwrap(),
+        );
+        let put = |key: ObjectKey, data: Vec<u8>| {
+            let store = store.clone();
+            async move {
+                let body = futures_util::stream::iter([Ok::<_, std::io::Error>(Bytes::from(data))]);
+                store.put(&key, body, PutOptions::default()).await
+            }
+        };
+        let blob = put(small.clone(), good.clone())
+            .await
+            .expect("put")
+            .record
+            .blake3;
+        let other_blob = put(other.clone(), twin.clone())
+            .await
+            .expect("put")
+            .record
+            .blake3;
+        assert_eq!(read(&store, &small, Verify::Yes).await.expect("read"), good);
+
+        let mut damaged = good.clone();
+        damaged[19_000] ^= 0x10;
+        store
+            .inner
+            .catalog
+            .damage_inline(blob, damaged.clone())
+            .await
+            .expect("damage");
+        assert_eq!(
+            read(&store, &small, Verify::No)
+                .await
+                .expect("unverified read"),
+            damaged,
+            "without verification the damage passes"
+        );
+        match read(&store, &small, Verify::Yes).await {
+            Err(StorageError::Corrupt { blob: found, .. }) => assert_eq!(found, blob),
+            other => panic!("expected corruption, got {other:?}"),
+        }
+        assert!(matches!(
+            store.get(&small).await,
+            Err(StorageError::Corrupt { .. })
+        ));
+        let files = std::fs::read_dir(dir.path().join("data").join("quarantine")).unwrap();
+        assert_eq!(files.count(), 0, "nothing to move");
+
+        // The scrub finds damage the reads have not met; `verify` reports it too.
+        let mut bad_twin = twin.clone();
+        bad_twin[3] ^= 0x01;
+        store
+            .inner
+            .catalog
+            .damage_inline(other_blob, bad_twin)
+            .await
+            .expect("damage");
+        let fsck = store.fsck(true).await.expect("fsck");
+        assert_eq!(fsck.corrupt, vec![other_blob]);
+        let options = ScrubOptions {
+            bytes_per_second: 100 << 20,
+            skip_verified_within: Duration::ZERO,
+        };
+        let scrubbed = store.scrub(options).await.expect("scrub");
+        assert_eq!(scrubbed.quarantined, vec![other_blob]);
+
+        // Good bytes repair both, served at once (nothing stale is remembered).
+        put(small.clone(), good.clone()).await.expect("repair");
+        assert_eq!(read(&store, &small, Verify::Yes).await.expect("read"), good);
+        put(other.clone(), twin.clone()).await.expect("repair");
+        let (_, verified) = store.verify(&other).await.expect("verify");
+        assert_eq!(verified, Verified::Intact);
+        assert_eq!(read(&store, &other, Verify::Yes).await.expect("read"), twin);
+
+        // A pack cut short (its last blocks lost) is damage too, found without a panic.
+        drop(store);
+        let pack = dir.path().join("data").join("packs").join("00000000.pack");
+        let file = std::fs::OpenOptions::new().write(true).open(&pack).unwrap();
+        file.set_len(100).expect("cut the pack");
+        let mut config = StoreConfig::new(dir.path().join("data"));
+        config.background = false;
+        let store = Store::open(config).await.expect("reopen");
+        assert!(matches!(
+            store.get(&small).await,
+            Err(StorageError::Corrupt { .. })
+        ));
+        let mut missing = store.fsck(false).await.expect("fsck").missing;
+        missing.sort();
+        let mut both = vec![blob, other_blob];
+        both.sort();
+        assert_eq!(missing, both);
     }
 }

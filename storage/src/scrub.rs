@@ -13,6 +13,7 @@ use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime};
 
+use bytes::Bytes;
 use md5::{Digest as _, Md5};
 
 use crate::blobs::Area;
@@ -192,9 +193,13 @@ impl Store {
                 }
                 live.insert(blob);
                 report.blobs_checked += 1;
-                let store = self.clone();
-                let sizes_ok =
-                    blocking(move || Ok(store.files_have_sizes(&blob, record.size))).await?;
+                let sizes_ok = match self.kept_inline(blob, record.size).await? {
+                    Some(bytes) => bytes.len() as u64 == record.size,
+                    None => {
+                        let store = self.clone();
+                        blocking(move || Ok(store.files_have_sizes(&blob, record.size))).await?
+                    }
+                };
                 if !sizes_ok {
                     report.missing.push(blob);
                 } else if deep {
@@ -240,6 +245,15 @@ impl Store {
                     .map(|record| record.key),
             );
         }
+    }
+
+    /// The bytes of a packed (small) blob, read afresh; `None` for a blob kept as a file.
+    async fn kept_inline(&self, blob: Blake3Digest, size: u64) -> Result<Option<Bytes>> {
+        if size > crate::SMALL_OBJECT_BYTES {
+            return Ok(None);
+        }
+        let store = self.clone();
+        blocking(move || store.inner.catalog.read_packed(&blob)).await
     }
 
     fn files_have_sizes(&self, blob: &Blake3Digest, size: u64) -> bool {
@@ -335,6 +349,14 @@ impl Store {
         size: u64,
         budget: Option<(u64, Instant, u64)>,
     ) -> Result<Rehash> {
+        if let Some(bytes) = self.kept_inline(blob, size).await? {
+            // At most 64 KiB: hashed here, whole.
+            let root = Blake3Digest::of(&bytes);
+            return Ok(match root == blob && bytes.len() as u64 == size {
+                true => Rehash::Whole,
+                false => Rehash::Corrupt(format!("{} bytes hash to {root}", bytes.len())),
+            });
+        }
         let store = self.clone();
         let Some(mut rehasher) = blocking(move || Rehasher::open(&store, blob)).await? else {
             return Ok(Rehash::Corrupt("blob file is missing".into()));

@@ -346,25 +346,37 @@ async fn background_md5_arrives_soon() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keys_are_write_once() {
-    let test = open().await;
-    let data = bytes(50_000, 4);
-    let first = test.put("k", &data).await.expect("put");
-    let again = test.put("k", &data).await.expect("identical re-put");
-    assert!(!again.created);
-    assert_eq!(again.record.object_id, first.record.object_id);
-    let other = bytes(50_000, 5);
-    match test.put("k", &other).await {
-        Err(StorageError::Conflict { existing, .. }) => assert_eq!(existing, first.record.blake3),
-        other => panic!("expected a conflict, got {other:?}"),
+    // A small object is kept in the catalogue, a larger one as a blob file and its tree.
+    for (size, files) in [(50_000, 0), (100_000, 2)] {
+        let test = open().await;
+        let data = bytes(size, 4);
+        let first = test.put("k", &data).await.expect("put");
+        let again = test.put("k", &data).await.expect("identical re-put");
+        assert!(!again.created);
+        assert_eq!(again.record.object_id, first.record.object_id);
+        let other = bytes(size, 5);
+        match test.put("k", &other).await {
+            Err(StorageError::Conflict { existing, .. }) => {
+                assert_eq!(existing, first.record.blake3)
+            }
+            other => panic!("expected a conflict, got {other:?}"),
+        }
+        assert_eq!(read_all(&test.store, &key("k")).await, data);
+        assert_eq!(
+            test.area("blobs").len(),
+            files,
+            "the refused body left nothing"
+        );
+        assert_eq!(
+            test.store
+                .blob(Blake3Digest::of(&other))
+                .await
+                .expect("blob"),
+            None
+        );
+        assert!(test.area("staging").is_empty());
+        assert_eq!(test.store.stats().await.expect("stats").objects, 1);
     }
-    assert_eq!(read_all(&test.store, &key("k")).await, data);
-    assert_eq!(
-        test.area("blobs").len(),
-        2,
-        "one blob and its tree; the refused body left nothing"
-    );
-    assert!(test.area("staging").is_empty());
-    assert_eq!(test.store.stats().await.expect("stats").objects, 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -474,7 +486,7 @@ async fn equal_bytes_share_a_blob_until_the_last_delete() {
     config.trash_retention = Duration::ZERO;
     let store = Store::open(config).await.expect("open");
     let test = TestStore { store, dir };
-    let data = bytes(40_000, 7);
+    let data = bytes(100_000, 7);
     let blob = Blake3Digest::of(&data);
     test.put("a", &data).await.expect("put a");
     test.put("b", &data).await.expect("put b");
@@ -714,39 +726,46 @@ async fn contents_survive_reopen_and_the_directory_is_locked() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_puts_of_one_key_bind_one_content() {
-    let test = open().await;
-    let puts = (0..16u64).map(|seed| {
-        let store = test.store.clone();
-        async move {
-            let data = bytes(30_000, seed % 2);
-            store
-                .put(&key("race"), body(&data), PutOptions::default())
-                .await
-                .map(|stored| (seed, stored))
-        }
-    });
-    let results = futures_util::future::join_all(puts).await;
-    let winners: Vec<_> = results.iter().filter_map(|r| r.as_ref().ok()).collect();
-    let conflicts = results
-        .iter()
-        .filter(|r| matches!(r, Err(StorageError::Conflict { .. })))
-        .count();
-    assert_eq!(winners.len() + conflicts, 16);
-    let bound = winners[0].1.record.blake3;
-    assert!(
-        winners
+    for (size, files) in [(30_000, 0), (100_000, 2)] {
+        let test = open().await;
+        let puts = (0..16u64).map(|seed| {
+            let store = test.store.clone();
+            async move {
+                let data = bytes(size, seed % 2);
+                store
+                    .put(&key("race"), body(&data), PutOptions::default())
+                    .await
+                    .map(|stored| (seed, stored))
+            }
+        });
+        let results = futures_util::future::join_all(puts).await;
+        let winners: Vec<_> = results.iter().filter_map(|r| r.as_ref().ok()).collect();
+        let conflicts = results
             .iter()
-            .all(|(_, stored)| stored.record.blake3 == bound)
-    );
-    assert_eq!(
-        winners.iter().filter(|(_, stored)| stored.created).count(),
-        1
-    );
-    assert_eq!(
-        test.area("blobs").len(),
-        2,
-        "the losing content left no blob"
-    );
+            .filter(|r| matches!(r, Err(StorageError::Conflict { .. })))
+            .count();
+        assert_eq!(winners.len() + conflicts, 16);
+        let bound = winners[0].1.record.blake3;
+        assert!(
+            winners
+                .iter()
+                .all(|(_, stored)| stored.record.blake3 == bound)
+        );
+        assert_eq!(
+            winners.iter().filter(|(_, stored)| stored.created).count(),
+            1
+        );
+        assert_eq!(
+            test.area("blobs").len(),
+            files,
+            "the losing content left no blob"
+        );
+        let loser = (0..2)
+            .map(|seed| Blake3Digest::of(&bytes(size, seed)))
+            .find(|blob| *blob != bound)
+            .expect("two contents");
+        assert_eq!(test.store.blob(loser).await.expect("blob"), None);
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -856,8 +875,8 @@ async fn scrub_keeps_to_its_rate() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fsck_reports_and_sweep_repairs() {
     let test = open().await;
-    let kept = bytes(50_000, 17);
-    let lost = bytes(50_000, 18);
+    let kept = bytes(100_000, 17);
+    let lost = bytes(100_000, 18);
     test.put("kept", &kept).await.expect("put");
     test.put("lost", &lost).await.expect("put");
     let blobs = test.dir.path().join("data").join("blobs");
@@ -906,36 +925,76 @@ async fn streamed_reads_of_large_objects_come_in_bounded_pieces() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn small_objects_read_whole_are_verified_too() {
-    let test = open().await;
-    let data = bytes(20_000, 22);
-    let stored = test.put("small", &data).await.expect("put");
+async fn small_objects_are_packed() {
+    let dir = TempDir::new().expect("temp dir");
+    let mut config = StoreConfig::new(dir.path().join("data"));
+    config.background = false;
+    config.trash_retention = Duration::ZERO;
+    let test = TestStore {
+        store: Store::open(config.clone()).await.expect("open"),
+        dir,
+    };
+    let largest = bytes(64 * 1024, 22);
+    let blob = Blake3Digest::of(&largest);
+    let stored = test.put("a", &largest).await.expect("put");
+    // Known at once: computing it cost less than queueing it.
+    assert_eq!(stored.record.md5, Some(Md5Digest::of(&largest)));
+    test.put("b", &largest).await.expect("put twin");
+    test.put("empty", b"").await.expect("put empty");
+    let files = ["staging", "blobs", "trash", "quarantine"].map(|area| test.area(area).len());
     assert_eq!(
-        read(&test.store, &key("small"), 100..200, Verify::Yes)
+        files, [0; 4],
+        "no file of its own for an object of at most 64 KiB"
+    );
+    let packs = test.area("packs");
+    assert_eq!(packs.len(), 1);
+    let pack_len = std::fs::metadata(&packs[0]).expect("pack").len();
+    assert_eq!(
+        pack_len,
+        64 * 1024,
+        "one copy of the shared bytes, none of the empty ones"
+    );
+    assert_eq!(read_all(&test.store, &key("a")).await, largest);
+    assert_eq!(
+        read(&test.store, &key("b"), 65_000..65_536, Verify::Yes)
             .await
-            .expect("read"),
-        &data[100..200]
+            .expect("range"),
+        &largest[65_000..]
     );
-    damage(&test.blob_path(&data), 19_000, 0x10);
-    let mut damaged = data.clone();
-    damaged[19_000] ^= 0x10;
-    let unverified = read(&test.store, &key("small"), 18_990..19_010, Verify::No)
-        .await
-        .expect("read");
-    assert_eq!(
-        unverified,
-        &damaged[18_990..19_010],
-        "without verification the damage passes"
-    );
-    match read(&test.store, &key("small"), 0..10, Verify::Yes).await {
-        Err(StorageError::Corrupt { blob, .. }) => assert_eq!(blob, stored.record.blake3),
-        other => panic!("expected corruption, got {other:?}"),
-    }
-    assert!(matches!(
-        test.store.get(&key("small")).await,
-        Err(StorageError::Corrupt { .. })
-    ));
-    assert_eq!(test.area("quarantine").len(), 2);
+    assert!(read_all(&test.store, &key("empty")).await.is_empty());
+    let one_more = bytes(64 * 1024 + 1, 22);
+    test.put("large", &one_more).await.expect("put");
+    assert_eq!(test.area("blobs").len(), 2, "a file and its tree");
+
+    // Deleting both keys trashes the blob; the same bytes restore it; purging forgets it.
+    test.store.delete(&key("a")).await.expect("delete a");
+    test.store.delete(&key("b")).await.expect("delete b");
+    let record = test.store.blob(blob).await.expect("blob").expect("known");
+    assert!(matches!(record.state, BlobState::Trashed { .. }));
+    assert!(test.area("trash").is_empty());
+    let restored = test.put("a", &largest).await.expect("restore");
+    assert!(restored.created);
+    assert_eq!(read_all(&test.store, &key("a")).await, largest);
+    test.store.delete(&key("a")).await.expect("delete again");
+    let allocated = || {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::metadata(&packs[0]).expect("pack").blocks() * 512
+    };
+    assert!(allocated() >= 64 * 1024);
+    assert_eq!(test.store.purge_trash().await.expect("purge"), 1);
+    assert_eq!(test.store.blob(blob).await.expect("blob"), None);
+    assert_eq!(allocated(), 0, "the purged range is given back");
+    let fsck = test.store.fsck(true).await.expect("fsck");
+    assert!(fsck.missing.is_empty() && fsck.corrupt.is_empty() && fsck.orphans.is_empty());
+    assert_eq!(fsck.blobs_checked, 2, "the empty blob and the large one");
+
+    // Durable across a restart, bytes included.
+    test.put("c", &largest).await.expect("put after purge");
+    let TestStore { store, dir } = test;
+    drop(store);
+    let store = Store::open(config).await.expect("reopen");
+    assert_eq!(read_all(&store, &key("c")).await, largest);
+    drop(dir);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -260,7 +260,11 @@ fn damage_on_the_way_is_caught_by_the_checksum() {
     let daemon = start_with_config(Some("verify_reads = \"never\"\n"));
     let (_, hdus) = mef();
     // Only checksummed, valid HDUs, so the index's verdict for the whole file is "valid".
-    let file = [hdus[0].clone(), hdus[1].clone(), hdus[3].clone()].concat();
+    let mut file = [hdus[0].clone(), hdus[1].clone(), hdus[3].clone()].concat();
+    // More than 64 KiB, so that it is stored as a file, which the test can damage.
+    while file.len() <= 64 * 1024 {
+        file.extend_from_slice(&hdus[3]);
+    }
     assert_eq!(daemon.put("/fits/rot.fits", &file).status, 201);
     daemon.damage_blob(&file, 2880 * 2 + 100, 0x04);
     let client = Client::new(&daemon.url("")).expect("client");
