@@ -388,9 +388,10 @@ impl Ingest {
 }
 
 impl Ingest {
-    /// A small body, all of it still gathered: hashed in one hop, MD5 included (it costs less
-    /// than a later pass over the catalogue would), and indexed.
+    /// A small body, all of it still gathered: hashed (MD5 only when asked) and indexed in
+    /// one hop.
     async fn finish_small(mut self) -> Result<Ingested> {
+        let md5 = self.lanes.as_ref().is_some_and(|lanes| lanes.md5.is_some());
         let mut chunks = self.take_gathered();
         let body = match chunks.len() {
             0 => Bytes::new(),
@@ -419,7 +420,7 @@ impl Ingest {
             Ok(Ingested {
                 size,
                 blake3: Blake3Digest::of(&body),
-                md5: Some(Md5Digest::of(&body)),
+                md5: md5.then(|| Md5Digest::of(&body)),
                 has_outboard: false,
                 leading_bytes,
                 fits,

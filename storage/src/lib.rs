@@ -339,7 +339,11 @@ impl Store {
             // Nothing was staged; the bytes are committed with the record, and conflicts are
             // refused inside that transaction.
             guard.store = None;
-            return Ok(Stored::from(self.inner.catalog.insert(object).await?));
+            let stored = Stored::from(self.inner.catalog.insert(object).await?);
+            if stored.record.md5.is_none() {
+                self.inner.md5_wanted.notify_one();
+            }
+            return Ok(stored);
         }
 
         let blob = ingested.blake3;
@@ -727,6 +731,13 @@ impl Store {
             after = Some(*last);
             let mut computed = Vec::with_capacity(pending.len());
             for blob in pending {
+                let store = self.clone();
+                let packed = blocking(move || store.inner.catalog.read_packed(&blob)).await?;
+                if let Some(bytes) = packed {
+                    let md5 = blocking(move || Ok(Md5Digest::of(&bytes))).await?;
+                    computed.push((blob, md5));
+                    continue;
+                }
                 let path = self.inner.blobs.data_path(Area::Blobs, &blob);
                 match scrub::md5_of_file(path).await {
                     Ok(md5) => computed.push((blob, md5)),
