@@ -352,8 +352,8 @@ impl Catalog {
         Ok(self.read_packed_whole(blob)?.map(|(bytes, _)| bytes))
     }
 
-    /// The bytes of a packed blob, and whether they are all there.
-    fn read_packed_whole(&self, blob: &Blake3Digest) -> Result<Option<(Bytes, bool)>> {
+    /// Blocking: the bytes of a packed blob, and whether they are all there.
+    pub fn read_packed_whole(&self, blob: &Blake3Digest) -> Result<Option<(Bytes, bool)>> {
         let location = self.read_now("read a small blob", |txn| {
             let table = txn.open_table(PACKED_BLOBS)?;
             let location = table.get(&blob.0[..])?;
