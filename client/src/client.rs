@@ -259,59 +259,119 @@ impl Client {
             spawn_blocking(move || Ok(Digests::of_slice(&bytes, md5))).await?
         };
         let body = || reqwest::Body::from(bytes.clone());
-        self.put_with_retries(key, &digests, bytes.len() as u64, options, body)
+        self.put_with_retries(key, &digests, bytes.len() as u64, options, body, 1)
             .await
     }
 
-    /// Stores the file at `path` under `key`. The file is hashed first in one streaming pass on
-    /// the blocking pool, then streamed to the server; it is never read into memory whole.
+    /// Stores the file at `path` under `key`, never holding it in memory whole. The file is
+    /// read once: hashed as it streams, its BLAKE3 sent as a trailer after the bytes, which the
+    /// server checks before it stores anything. With `options.md5` the file is hashed first
+    /// instead and both digests go in the headers (the server must know to compute MD5 before
+    /// the body arrives). A retry after an unknown outcome is settled with a HEAD first and
+    /// sends the digests in headers.
     pub async fn put_file(
         &self,
         key: &str,
         path: &Path,
         options: &PutOptions,
     ) -> Result<ObjectInfo> {
-        let digests = Digests::of_file(path, options.md5).await?;
-        self.put_hashed_file(key, path, &digests, options).await
+        if options.md5 {
+            let digests = Digests::of_file(path, true).await?;
+            return self.put_hashed_file(key, path, &digests, options, 1).await;
+        }
+        let (body, reader) = crate::upload::file_body(path, options.progress.clone());
+        let request = self
+            .put_request(key, None, None, None, options)
+            .header(header::TRAILER, api::BLAKE3_HEADER)
+            .body(body);
+        let outcome = attempt_once(request).await;
+        let read = reader
+            .await
+            .map_err(|error| Error::Protocol(format!("the file reader failed: {error}")))?;
+        let (error, retry_after) = match outcome {
+            Ok(response) => {
+                let info: ObjectInfo = parse_json(response).await?;
+                let (digest, _) = read?;
+                // A server that ignored the trailer would have stored whatever arrived.
+                if !info.blake3.eq_ignore_ascii_case(digest.to_hex().as_str()) {
+                    return Err(Error::DigestMismatch {
+                        message: format!(
+                            "the server stored {key} with BLAKE3 {}, but the file sent has BLAKE3 {}",
+                            info.blake3,
+                            digest.to_hex()
+                        ),
+                    });
+                }
+                return Ok(info);
+            }
+            Err(failed) => failed,
+        };
+        // The file's own failure (unreadable) explains more than the aborted request.
+        if let Err(error @ Error::Io { .. }) = read {
+            return Err(error);
+        }
+        if !error.is_transient() || self.inner.retry.attempts <= 1 {
+            return Err(error);
+        }
+        let digests = match read {
+            Ok((digest, size)) => Digests {
+                size,
+                blake3: digest.to_hex().to_string(),
+                md5: None,
+            },
+            Err(_) => Digests::of_file(path, false).await?,
+        };
+        // 503 from admission control: nothing was read or stored, no need to ask.
+        if !matches!(error, Error::Server { status: 503, .. })
+            && let Some(info) = self.settle(key, &digests.blake3).await?
+        {
+            return Ok(info);
+        }
+        tokio::time::sleep(self.inner.retry.delay(1, retry_after)).await;
+        self.put_hashed_file(key, path, &digests, options, 2).await
     }
 
     /// Stores the file at `path` under `key` unless the server already holds exactly its
-    /// content there: the file is hashed first, then one HEAD decides. A key bound to other
-    /// content is a conflict, reported without sending the file.
+    /// content there: one HEAD decides. An absent key gets the file as `put_file` sends it; a
+    /// present one has the file hashed and compared, and a key bound to other content is a
+    /// conflict, reported without sending the file.
     pub async fn put_file_if_changed(
         &self,
         key: &str,
         path: &Path,
         options: &PutOptions,
     ) -> Result<PutOutcome> {
-        let digests = Digests::of_file(path, options.md5).await?;
-        match self.head(key).await {
-            Ok(head) if head.blake3.eq_ignore_ascii_case(&digests.blake3) => {
-                return Ok(PutOutcome::Unchanged(head));
+        let head = match self.head(key).await {
+            Ok(head) => head,
+            Err(Error::NotFound { .. }) => {
+                return self
+                    .put_file(key, path, options)
+                    .await
+                    .map(PutOutcome::Stored);
             }
-            Ok(head) => {
-                return Err(Error::Conflict {
-                    message: format!(
-                        "key {key} already holds different content ({})",
-                        head.blake3
-                    ),
-                });
-            }
-            Err(Error::NotFound { .. }) => {}
             Err(error) => return Err(error),
+        };
+        let digests = Digests::of_file(path, false).await?;
+        if head.blake3.eq_ignore_ascii_case(&digests.blake3) {
+            return Ok(PutOutcome::Unchanged(head));
         }
-        self.put_hashed_file(key, path, &digests, options)
-            .await
-            .map(PutOutcome::Stored)
+        Err(Error::Conflict {
+            message: format!(
+                "key {key} already holds different content ({})",
+                head.blake3
+            ),
+        })
     }
 
-    /// `put_file` with the digests already computed.
+    /// `put_file` with the digests already computed, in headers, from attempt `first_attempt`
+    /// of the retry policy on.
     async fn put_hashed_file(
         &self,
         key: &str,
         path: &Path,
         digests: &Digests,
         options: &PutOptions,
+        first_attempt: u32,
     ) -> Result<ObjectInfo> {
         let size = digests.size;
         let body = || {
@@ -331,7 +391,7 @@ impl Client {
             });
             reqwest::Body::wrap_stream(stream)
         };
-        self.put_with_retries(key, digests, size, options, body)
+        self.put_with_retries(key, digests, size, options, body, first_attempt)
             .await
     }
 
@@ -349,7 +409,7 @@ impl Client {
         S: Stream<Item = std::result::Result<Bytes, E>> + Send + 'static,
         E: Into<Box<dyn std::error::Error + Send + Sync>> + 'static,
     {
-        let request = self.put_request(key, size, options.blake3.as_deref(), None, options);
+        let request = self.put_request(key, Some(size), options.blake3.as_deref(), None, options);
         let outcome = send_and_check(request.body(reqwest::Body::wrap_stream(body))).await;
         match (outcome, &options.blake3) {
             (Ok(response), _) => parse_json(response).await,
@@ -363,17 +423,19 @@ impl Client {
         }
     }
 
+    /// A PUT of `key`; without a `size` the body goes chunked.
     fn put_request(
         &self,
         key: &str,
-        size: u64,
+        size: Option<u64>,
         blake3: Option<&str>,
         md5: Option<&[u8; 16]>,
         options: &PutOptions,
     ) -> RequestBuilder {
-        let mut request = self
-            .request(Method::PUT, &api::key_path(key))
-            .header(header::CONTENT_LENGTH, size);
+        let mut request = self.request(Method::PUT, &api::key_path(key));
+        if let Some(size) = size {
+            request = request.header(header::CONTENT_LENGTH, size);
+        }
         if let Some(blake3) = blake3 {
             request = request.header(api::BLAKE3_HEADER, blake3);
         }
@@ -399,14 +461,15 @@ impl Client {
         size: u64,
         options: &PutOptions,
         body: impl Fn() -> reqwest::Body,
+        first_attempt: u32,
     ) -> Result<ObjectInfo> {
         let policy = self.inner.retry;
-        let mut attempt = 1;
+        let mut attempt = first_attempt;
         loop {
             let request = self
                 .put_request(
                     key,
-                    size,
+                    Some(size),
                     Some(&digests.blake3),
                     digests.md5.as_ref(),
                     options,

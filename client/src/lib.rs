@@ -18,7 +18,7 @@
 //!     ..ClientOptions::default()
 //! };
 //! let node = Client::with_options("http://127.0.0.1:8080", options)?;
-//! // Hashed first, streamed from disk, checked by the server against the BLAKE3 sent.
+//! // Read once, hashed as it streams; the server checks the BLAKE3 that follows the bytes.
 //! let stored = node
 //!     .put_file("kids/DR5/frame.fits", "frame.fits".as_ref(), &PutOptions::default())
 //!     .await?;
@@ -54,6 +54,8 @@ mod reader;
 mod retry;
 #[cfg(feature = "http")]
 mod transfer;
+#[cfg(feature = "http")]
+mod upload;
 
 #[cfg(feature = "http")]
 pub use client::{Client, ClientOptions, ObjectHead, PutOptions, PutOutcome, local_digest};

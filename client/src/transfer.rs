@@ -3,6 +3,12 @@
 //! mismatch deletes the partial file. Disk writes and hashing run on one blocking thread per
 //! download, fed through a small bounded channel, so memory stays bounded and no async task
 //! touches the disk.
+//!
+//! The network side copies what arrives into 1 MiB buffers that the disk thread hands back
+//! after writing them. Handing the network's own pieces over instead keeps each of them alive
+//! until it is written, so the HTTP stack allocates a fresh read buffer for every piece; the
+//! allocator returns that memory to the kernel and faults it in again, which cost more CPU
+//! than the one copy (measured: ~90 000 page faults per GiB). Recycled buffers fault in once.
 
 use std::ffi::OsString;
 use std::io::{Read as _, Seek as _, Write as _};
@@ -35,9 +41,16 @@ pub struct GetOptions {
 /// Size of the ranges of a parallel download.
 pub const PARALLEL_PIECE_BYTES: u64 = 16 << 20;
 
-/// Pieces queued between the network and the disk thread: with pieces of at most a few hundred
-/// KiB, the memory a download holds stays under a few MiB whatever the object's size.
-const QUEUED_PIECES: usize = 16;
+/// Buffers queued between the network and the disk thread: the memory a download holds stays
+/// under `(QUEUED_PIECES + 2) × WRITE_PIECE_BYTES` whatever the object's size.
+const QUEUED_PIECES: usize = 8;
+
+/// Size of the buffers the network side fills and the disk thread writes and hashes.
+const WRITE_PIECE_BYTES: usize = 1 << 20;
+
+/// Bytes per `write` of a buffer: with 1 MiB writes the kernel's copy into the page cache
+/// dominated, and a 1 GiB download cost `ds` about 1.5 CPU-seconds; with 256 KiB, about 0.75.
+const WRITE_CALL_BYTES: usize = 256 << 10;
 
 /// Bytes read per hop when hashing the part already on disk.
 const HASH_PIECE_BYTES: usize = 1 << 20;
@@ -55,7 +68,8 @@ pub struct Downloaded {
 
 /// What the disk thread is told.
 enum Piece {
-    Data(Bytes),
+    /// Bytes to append; the buffer goes back to the network side once written.
+    Data(Vec<u8>),
     /// The server sent the whole object instead of the rest: start the file again.
     Restart,
 }
@@ -93,6 +107,7 @@ impl Client {
         options: &GetOptions,
     ) -> Result<Downloaded> {
         let (sender, receiver) = mpsc::channel::<Piece>(QUEUED_PIECES);
+        let (recycle, recycled) = std::sync::mpsc::channel::<Vec<u8>>();
         let kept = spawn_blocking({
             let part = part.to_path_buf();
             let size = head.size;
@@ -101,17 +116,24 @@ impl Client {
         .await?;
         let writer = tokio::task::spawn_blocking({
             let part = part.to_path_buf();
-            move || write_part(&part, kept, receiver)
+            move || write_part(&part, kept, receiver, &recycle)
         });
+        let pieces = Pieces {
+            sender,
+            recycled,
+            filling: Vec::new(),
+        };
         let received = self
-            .receive_rest(key, &head, kept, sender, options.progress.as_ref())
+            .receive_rest(key, &head, kept, pieces, options.progress.as_ref())
             .await;
         let written = writer
             .await
             .map_err(|error| Error::Protocol(format!("the disk thread failed: {error}")))?;
-        // A network error is the first thing to report; the part file keeps what arrived.
-        let received = received?;
+        // The disk thread only fails on its own (a full disk, say), and the network side then stops
+        // for that reason: its error explains more. Otherwise a network error is the one to
+        // report; the part file keeps what arrived.
         let (digest, length) = written?;
+        let received = received?;
         check_digest(part, &head, &digest, length).await?;
         Ok(Downloaded {
             head,
@@ -127,7 +149,7 @@ impl Client {
         key: &str,
         head: &ObjectHead,
         mut offset: u64,
-        sender: mpsc::Sender<Piece>,
+        mut pieces: Pieces,
         progress: Option<&Progress>,
     ) -> Result<u64> {
         let policy = self.inner.retry;
@@ -144,7 +166,7 @@ impl Client {
                 .range_response(key, offset..head.size, Some(&head.etag))
                 .await?;
             if response.status() == StatusCode::OK {
-                sender.send(Piece::Restart).await.map_err(|_| disk_gone())?;
+                pieces.restart().await?;
                 offset = 0;
             }
             let result = async {
@@ -152,10 +174,7 @@ impl Client {
                 while let Some(piece) = body.next().await {
                     let piece = piece?;
                     let length = piece.len() as u64;
-                    sender
-                        .send(Piece::Data(piece))
-                        .await
-                        .map_err(|_| disk_gone())?;
+                    pieces.append(&piece).await?;
                     offset += length;
                     received += length;
                     if let Some(progress) = progress {
@@ -165,6 +184,11 @@ impl Client {
                 Ok::<_, Error>(())
             }
             .await;
+            // What arrived is good up to `offset`, whatever ended the body; the network's
+            // error, if any, is the one to report.
+            if let Err(error) = pieces.flush().await {
+                return Err(result.err().unwrap_or(error));
+            }
             match result {
                 Ok(()) if offset == head.size => break,
                 Ok(()) => {
@@ -324,6 +348,57 @@ impl Client {
     }
 }
 
+/// The network side of a sequential download: fills recycled buffers and queues them for the
+/// disk thread.
+struct Pieces {
+    sender: mpsc::Sender<Piece>,
+    /// Buffers the disk thread has written and handed back.
+    recycled: std::sync::mpsc::Receiver<Vec<u8>>,
+    /// The buffer being filled.
+    filling: Vec<u8>,
+}
+
+impl Pieces {
+    /// Copies `bytes` into buffers, queueing each one that fills up.
+    async fn append(&mut self, mut bytes: &[u8]) -> Result<()> {
+        while !bytes.is_empty() {
+            if self.filling.capacity() == 0 {
+                self.filling = self
+                    .recycled
+                    .try_recv()
+                    .unwrap_or_else(|_| Vec::with_capacity(WRITE_PIECE_BYTES));
+            }
+            let room = WRITE_PIECE_BYTES - self.filling.len();
+            let (now, rest) = bytes.split_at(room.min(bytes.len()));
+            self.filling.extend_from_slice(now);
+            bytes = rest;
+            if self.filling.len() == WRITE_PIECE_BYTES {
+                self.flush().await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Queues the buffer being filled, if it holds anything.
+    async fn flush(&mut self) -> Result<()> {
+        if self.filling.is_empty() {
+            return Ok(());
+        }
+        let full = std::mem::take(&mut self.filling);
+        self.send(Piece::Data(full)).await
+    }
+
+    /// Tells the disk thread to start the file again (after what is queued).
+    async fn restart(&mut self) -> Result<()> {
+        self.flush().await?;
+        self.send(Piece::Restart).await
+    }
+
+    async fn send(&self, piece: Piece) -> Result<()> {
+        self.sender.send(piece).await.map_err(|_| disk_gone())
+    }
+}
+
 fn disk_gone() -> Error {
     Error::Protocol("the disk thread stopped early".into())
 }
@@ -347,11 +422,13 @@ fn existing_part(part: &Path, size: u64) -> Result<u64> {
 }
 
 /// Blocking: the disk thread of a sequential download. Hashes the `kept` bytes already in the
-/// part file, then appends and hashes every piece it is sent; answers the digest and length.
+/// part file, then appends and hashes every piece it is sent, handing each buffer back to
+/// `recycle`; answers the digest and length.
 fn write_part(
     part: &Path,
     kept: u64,
     mut receiver: mpsc::Receiver<Piece>,
+    recycle: &std::sync::mpsc::Sender<Vec<u8>>,
 ) -> Result<(blake3::Hash, u64)> {
     let mut file = std::fs::OpenOptions::new()
         .read(true)
@@ -372,25 +449,27 @@ fn write_part(
     }
     // Anything beyond what is kept is dropped (a longer file cannot be resumed).
     file.set_len(kept).map_err(io_error("truncate", part))?;
-    let mut file = std::io::BufWriter::with_capacity(1 << 20, file);
+    // Pieces arrive whole MiB at a time: written from there, without another buffer.
     while let Some(piece) = receiver.blocking_recv() {
         match piece {
-            Piece::Data(bytes) => {
+            Piece::Data(mut bytes) => {
                 hasher.update(&bytes);
-                file.write_all(&bytes).map_err(io_error("write", part))?;
+                for slice in bytes.chunks(WRITE_CALL_BYTES) {
+                    file.write_all(slice).map_err(io_error("write", part))?;
+                }
                 length += bytes.len() as u64;
+                bytes.clear();
+                // The network side may have finished already; the buffer is then just freed.
+                let _ = recycle.send(bytes);
             }
             Piece::Restart => {
-                file.flush().map_err(io_error("write", part))?;
-                let inner = file.get_mut();
-                inner.set_len(0).map_err(io_error("truncate", part))?;
-                inner.rewind().map_err(io_error("seek", part))?;
+                file.set_len(0).map_err(io_error("truncate", part))?;
+                file.rewind().map_err(io_error("seek", part))?;
                 hasher = blake3::Hasher::new();
                 length = 0;
             }
         }
     }
-    file.flush().map_err(io_error("write", part))?;
     Ok((hasher.finalize(), length))
 }
 

@@ -114,6 +114,29 @@ pub struct Expected {
     pub md5: Option<Md5Digest>,
 }
 
+/// A BLAKE3 digest the caller learns only once the body has ended (an HTTP trailer). Whoever
+/// streams the body sets it before the stream ends; `put` compares it with the bytes before
+/// anything is placed, and refuses a body whose stream ended with it unset.
+#[derive(Debug, Clone, Default)]
+pub struct TrailingDigest(Arc<std::sync::OnceLock<Blake3Digest>>);
+
+impl TrailingDigest {
+    /// An empty slot.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Records the digest; false when one was recorded already (which is kept).
+    pub fn set(&self, digest: Blake3Digest) -> bool {
+        self.0.set(digest).is_ok()
+    }
+
+    /// The digest, once recorded.
+    pub fn get(&self) -> Option<Blake3Digest> {
+        self.0.get().copied()
+    }
+}
+
 /// Options of one `put`.
 #[derive(Debug, Clone, Default)]
 pub struct PutOptions {
@@ -127,6 +150,8 @@ pub struct PutOptions {
     pub origin: Origin,
     /// The digest of the parts the body was assembled from, to keep with the object.
     pub parts: Option<PartsDigest>,
+    /// A BLAKE3 that follows the body (see [`TrailingDigest`]), checked like `expected.blake3`.
+    pub trailing_blake3: Option<TrailingDigest>,
 }
 
 /// The result of a successful `put`.
@@ -304,6 +329,19 @@ impl Store {
             }
             let ingested = ingest.finish().await?;
             check_expected(&options.expected, &ingested)?;
+            if let Some(trailing) = &options.trailing_blake3 {
+                let Some(blake3) = trailing.get() else {
+                    return Err(StorageError::Body(std::io::Error::new(
+                        std::io::ErrorKind::InvalidData,
+                        "the body ended without the BLAKE3 trailer it announced",
+                    )));
+                };
+                let promised = Expected {
+                    blake3: Some(blake3),
+                    ..Expected::default()
+                };
+                check_expected(&promised, &ingested)?;
+            }
             Ok(ingested)
         }
         .await;

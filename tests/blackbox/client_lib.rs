@@ -1,6 +1,6 @@
 //! The `client` library against the real binary: round trips, ranges, the seekable reader,
 //! listing, errors callers match on, resume after the server was killed, corrupt bytes caught
-//! on download, and retries on 503.
+//! on download, one-pass file uploads (BLAKE3 in a trailer), and retries on 503.
 
 use std::io::SeekFrom;
 use std::sync::Arc;
@@ -412,6 +412,108 @@ fn corrupt_bytes_from_the_server_are_caught_and_the_partial_file_deleted() {
 }
 
 #[test]
+fn files_go_in_one_pass_with_the_blake3_in_a_trailer() {
+    let daemon = start();
+    let client = client_of(&daemon, Some(&daemon.token));
+    let dir = tempfile::TempDir::new().expect("temp");
+    // Several 1 MiB pieces and a short last one.
+    let data = bytes(3 * (1 << 20) + 12_345, 7);
+    let file = dir.path().join("frame.fits");
+    std::fs::write(&file, &data).expect("write");
+    let counted = Arc::new(AtomicU64::new(0));
+    let options = PutOptions {
+        progress: Some(Arc::new({
+            let counted = counted.clone();
+            move |bytes| {
+                counted.fetch_add(bytes, Ordering::Relaxed);
+            }
+        })),
+        ..PutOptions::default()
+    };
+    runtime().block_on(async {
+        let stored = client
+            .put_file("one/pass.fits", &file, &options)
+            .await
+            .expect("put file");
+        assert_eq!(
+            (stored.size, stored.blake3.as_str()),
+            (data.len() as u64, b3(&data).as_str())
+        );
+        assert_eq!(counted.load(Ordering::Relaxed), data.len() as u64);
+        // Unchanged content under the key: nothing sent; other content: a conflict.
+        let again = client
+            .put_file_if_changed("one/pass.fits", &file, &PutOptions::default())
+            .await
+            .expect("unchanged");
+        assert!(
+            matches!(again, client::PutOutcome::Unchanged(_)),
+            "{again:?}"
+        );
+        let other = dir.path().join("other.fits");
+        std::fs::write(&other, bytes(1000, 8)).expect("write");
+        let conflict = client
+            .put_file_if_changed("one/pass.fits", &other, &PutOptions::default())
+            .await;
+        assert!(
+            matches!(conflict, Err(Error::Conflict { .. })),
+            "{conflict:?}"
+        );
+        // A file that cannot be read is reported as such, and nothing is stored.
+        let missing = client
+            .put_file(
+                "one/missing",
+                &dir.path().join("absent"),
+                &PutOptions::default(),
+            )
+            .await;
+        assert!(matches!(missing, Err(Error::Io { .. })), "{missing:?}");
+        assert!(matches!(
+            client.head("one/missing").await,
+            Err(Error::NotFound { .. })
+        ));
+    });
+    assert_eq!(daemon.curl("/one/pass.fits", &[]).body, data);
+}
+
+/// Closes `holder` (the connection holding the only request slot) once the server has refused
+/// a request for want of one, as its access log shows.
+fn release_after_a_refusal(
+    daemon: &TestDaemon,
+    holder: std::net::TcpStream,
+) -> std::thread::JoinHandle<()> {
+    let log_path = daemon.log_path();
+    std::thread::spawn(move || {
+        for _ in 0..1000 {
+            let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+            if log.lines().any(|line| line.contains("status=503")) {
+                break;
+            }
+            crate::harness::pause(10);
+        }
+        drop(holder);
+    })
+}
+
+#[test]
+fn a_one_pass_upload_refused_as_busy_is_sent_again() {
+    let daemon = start_with_config(Some("[limits]\nmax_requests = 1\n"));
+    let holder = daemon.begin_put("/held", &bytes(1000, 6), 100_000, 1000);
+    let client = client_of(&daemon, Some(&daemon.token));
+    let dir = tempfile::TempDir::new().expect("temp");
+    let data = bytes(2 * (1 << 20), 9);
+    let file = dir.path().join("busy.bin");
+    std::fs::write(&file, &data).expect("write");
+    let releaser = release_after_a_refusal(&daemon, holder);
+    let stored = runtime()
+        .block_on(client.put_file("busy.bin", &file, &PutOptions::default()))
+        .expect("put after the server was busy");
+    releaser.join().expect("releaser");
+    assert_eq!(stored.blake3, b3(&data));
+    assert_eq!(daemon.curl("/busy.bin", &[]).body, data);
+    assert!(daemon.log().lines().any(|line| line.contains("status=503")));
+}
+
+#[test]
 fn busy_answers_are_retried_after_retry_after() {
     let daemon = start_with_config(Some("[limits]\nmax_requests = 1\n"));
     // An upload that stays open holds the only request slot: every other request gets 503.
@@ -429,18 +531,7 @@ fn busy_answers_are_retried_after_retry_after() {
         },
     )
     .expect("client");
-    let log_path = daemon.log_path();
-    // Free the slot once the server has refused a request (seen in its access log).
-    let releaser = std::thread::spawn(move || {
-        for _ in 0..1000 {
-            let log = std::fs::read_to_string(&log_path).unwrap_or_default();
-            if log.lines().any(|line| line.contains("status=503")) {
-                break;
-            }
-            crate::harness::pause(10);
-        }
-        drop(holder);
-    });
+    let releaser = release_after_a_refusal(&daemon, holder);
     runtime().block_on(async {
         let status = client.status().await.expect("status after retries");
         assert_eq!(status.site, "local");

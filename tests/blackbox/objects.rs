@@ -133,6 +133,67 @@ fn digests_sent_by_the_client_are_checked() {
     assert_eq!(ok.status, 201);
 }
 
+/// A chunked PUT of `data` in two chunks, announcing `Trailer: x-blake3`, whose trailer section
+/// is `trailer` (complete lines, or empty for none); answers the status line.
+fn put_with_trailer(
+    daemon: &crate::harness::TestDaemon,
+    path: &str,
+    data: &[u8],
+    trailer: &str,
+) -> String {
+    let (first, second) = data.split_at(data.len() / 2);
+    let mut request = format!(
+        "PUT {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\nTransfer-Encoding: chunked\r\nTrailer: x-blake3\r\nConnection: close\r\n\r\n",
+        daemon.token
+    )
+    .into_bytes();
+    for chunk in [first, second] {
+        request.extend_from_slice(format!("{:x}\r\n", chunk.len()).as_bytes());
+        request.extend_from_slice(chunk);
+        request.extend_from_slice(b"\r\n");
+    }
+    request.extend_from_slice(format!("0\r\n{trailer}\r\n").as_bytes());
+    let response = daemon.raw(&request);
+    response.lines().next().unwrap_or_default().to_owned()
+}
+
+#[test]
+fn blake3_trailers_are_checked_before_storing() {
+    let daemon = start();
+    let data = bytes(300_000, 6);
+    let wrong = format!("x-blake3: {}\r\n", b3(b"other"));
+    assert!(put_with_trailer(&daemon, "/t1", &data, &wrong).starts_with("HTTP/1.1 400"));
+    let malformed = "x-blake3: nothex\r\n";
+    assert!(put_with_trailer(&daemon, "/t2", &data, malformed).starts_with("HTTP/1.1 400"));
+    // Announced but never sent: refused, not stored unchecked.
+    assert!(put_with_trailer(&daemon, "/t3", &data, "").starts_with("HTTP/1.1 400"));
+    for key in ["/t1", "/t2", "/t3"] {
+        assert_eq!(daemon.curl(key, &[]).status, 404, "{key} must not exist");
+    }
+    let right = format!("x-blake3: {}\r\n", b3(&data));
+    assert!(put_with_trailer(&daemon, "/t4", &data, &right).starts_with("HTTP/1.1 201"));
+    let stored = daemon.curl("/t4", &[]);
+    assert_eq!(stored.body, data);
+    // The digest as a header and announced as a trailer as well is ambiguous: refused.
+    let body = tempfile::NamedTempFile::new().expect("temp");
+    std::fs::write(body.path(), &data).expect("write");
+    let path = body.path().to_str().expect("utf-8");
+    let header = right.trim_end();
+    let both = daemon.curl_admin(
+        "/t5",
+        &["-T", path, "-H", header, "-H", "Trailer: x-blake3"],
+    );
+    assert_eq!(both.status, 400);
+    // The refused bodies left no staging files behind (bounded wait for the cleanup).
+    for _ in 0..200 {
+        if daemon.files_in("staging").is_empty() {
+            break;
+        }
+        pause(20);
+    }
+    assert!(daemon.files_in("staging").is_empty());
+}
+
 #[test]
 fn truncated_bodies_leave_nothing() {
     let daemon = start();

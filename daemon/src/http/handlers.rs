@@ -15,7 +15,7 @@ use http_body_util::{BodyExt, BodyStream, StreamBody};
 use hyper::body::{Frame, Incoming};
 use storage::{
     Blake3Digest, ByteStream, Expected, Md5Digest, ObjectKey, ObjectRecord, PutOptions,
-    StorageError, StoredObject,
+    StorageError, StoredObject, TrailingDigest,
 };
 
 use super::error::ApiError;
@@ -140,14 +140,17 @@ async fn put(app: &App, key: &ObjectKey, request: Request<Incoming>) -> Result<R
     let expected = Expected {
         size: declared,
         blake3: header_text(headers, wire::BLAKE3_HEADER)
-            .map(|hex| {
-                Blake3Digest::from_hex(hex).map_err(|_| {
-                    ApiError::BadRequest(format!("{} must be 64 hex digits", wire::BLAKE3_HEADER))
-                })
-            })
+            .map(parse_blake3)
             .transpose()?,
         md5: requested_md5(headers)?,
     };
+    let trailing_blake3 = announces_blake3_trailer(headers).then(TrailingDigest::new);
+    if trailing_blake3.is_some() && expected.blake3.is_some() {
+        return Err(ApiError::BadRequest(format!(
+            "send {} as a header or as a trailer, not both",
+            wire::BLAKE3_HEADER
+        )));
+    }
     let content_type = header_text(headers, header::CONTENT_TYPE.as_str())
         // Generic types say nothing (curl sends the form type for any `--data-binary`): detect.
         .filter(|value| !value.is_empty() && !GENERIC_CONTENT_TYPES.contains(value))
@@ -155,10 +158,11 @@ async fn put(app: &App, key: &ObjectKey, request: Request<Incoming>) -> Result<R
     let options = PutOptions {
         expected,
         content_type,
+        trailing_blake3: trailing_blake3.clone(),
         ..PutOptions::default()
     };
     let idle = app.config.limits.body_idle_timeout;
-    let body = body_stream(request.into_body(), idle, limit);
+    let body = body_stream(request.into_body(), idle, limit, trailing_blake3);
     let received = body.received.clone();
     let stored = app.store.put(key, body.stream, options).await;
     app.metrics
@@ -167,6 +171,10 @@ async fn put(app: &App, key: &ObjectKey, request: Request<Incoming>) -> Result<R
     let stored = stored.map_err(|error| match error {
         StorageError::Body(source) if source.to_string() == BODY_TOO_LARGE => {
             ApiError::PayloadTooLarge { limit }
+        }
+        // A trailer that is missing or malformed: the client's fault, told why.
+        StorageError::Body(source) if source.kind() == io::ErrorKind::InvalidData => {
+            ApiError::BadRequest(source.to_string())
         }
         other => ApiError::Storage(other),
     })?;
@@ -181,6 +189,22 @@ async fn put(app: &App, key: &ObjectKey, request: Request<Incoming>) -> Result<R
     let mut response = json(status, &wire::object_info(&stored.record));
     object_headers(response.headers_mut(), &stored.record);
     Ok(response)
+}
+
+fn parse_blake3(hex: &str) -> Result<Blake3Digest> {
+    Blake3Digest::from_hex(hex)
+        .map_err(|_| ApiError::BadRequest(format!("{} must be 64 hex digits", wire::BLAKE3_HEADER)))
+}
+
+/// Whether the client announced (`Trailer: x-blake3`) that the BLAKE3 follows the body, as a
+/// chunked upload can send it: hashed while sending, the file is read once.
+fn announces_blake3_trailer(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::TRAILER)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .any(|name| name.trim().eq_ignore_ascii_case(wire::BLAKE3_HEADER))
 }
 
 fn content_length(headers: &HeaderMap) -> Result<Option<u64>> {
@@ -246,16 +270,20 @@ struct RequestBody<S> {
 
 /// The request body as a stream of data pieces: each piece must arrive within `idle` of the
 /// previous one, and the total must stay within `limit` (bodies without `Content-Length` too).
+/// With `trailing_blake3`, the BLAKE3 trailer is recorded there before the stream ends; a
+/// malformed one ends the stream with an `InvalidData` error, so nothing is stored.
 fn body_stream(
     body: Incoming,
     idle: Duration,
     limit: u64,
+    trailing_blake3: Option<TrailingDigest>,
 ) -> RequestBody<impl futures_util::Stream<Item = io::Result<Bytes>> + Send> {
     let received = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
     let counter = received.clone();
     let frames = BodyStream::new(body);
     let stream = stream::unfold((frames, 0u64), move |(mut frames, total)| {
         let counter = counter.clone();
+        let trailing_blake3 = trailing_blake3.clone();
         async move {
             loop {
                 let next = match tokio::time::timeout(idle, frames.next()).await {
@@ -269,8 +297,17 @@ fn body_stream(
                     Ok(frame) => frame,
                     Err(error) => return Some((Err(io::Error::other(error)), (frames, total))),
                 };
-                let Ok(data) = frame.into_data() else {
-                    continue;
+                let data = match frame.into_data() {
+                    Ok(data) => data,
+                    Err(frame) => {
+                        if let (Ok(trailers), Some(slot)) =
+                            (frame.into_trailers(), &trailing_blake3)
+                            && let Err(error) = record_blake3_trailer(&trailers, slot)
+                        {
+                            return Some((Err(error), (frames, total)));
+                        }
+                        continue;
+                    }
                 };
                 let total = total + data.len() as u64;
                 counter.fetch_add(data.len() as u64, std::sync::atomic::Ordering::Relaxed);
@@ -282,6 +319,26 @@ fn body_stream(
         }
     });
     RequestBody { stream, received }
+}
+
+/// Records the `x-blake3` trailer in `slot`: an absent one is left for the store to refuse,
+/// a malformed one is an error.
+fn record_blake3_trailer(trailers: &HeaderMap, slot: &TrailingDigest) -> io::Result<()> {
+    let Some(value) = trailers.get(wire::BLAKE3_HEADER) else {
+        return Ok(());
+    };
+    let digest = value
+        .to_str()
+        .ok()
+        .and_then(|hex| Blake3Digest::from_hex(hex.trim()).ok())
+        .ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("the {} trailer must be 64 hex digits", wire::BLAKE3_HEADER),
+            )
+        })?;
+    slot.set(digest);
+    Ok(())
 }
 
 // ---- GET and HEAD -------------------------------------------------------------------------

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # `ds get` and `ds put` of one large file against curl doing the same, on the same release-built
-# dataserver started by this script on 127.0.0.1, in the same run. Prints the throughput of each
-# and the ratio ds / curl (1.0 = as fast as curl; the target is at least 1.0). See README.md.
+# dataserver started by this script on 127.0.0.1, in the same run. Prints the throughput of each,
+# the ratio ds / curl (1.0 = as fast as curl; the target is at least 1.0), and the CPU-seconds
+# the client and the server spent on each transfer. See README.md.
 #
 # Usage: ops/bench/client/run.sh            (Markdown report on stdout, progress on stderr)
 # Environment:
@@ -66,39 +67,54 @@ BYTES=$((SIZE_MIB * 1024 * 1024))
 # costs the server the same (hash, write, fsync, discard).
 "$DS" put "$WORK/file" --key warmup --quiet
 
-now() { date +%s.%N; }
-# Seconds taken by the command given.
-timed() {
-    local start end
-    start=$(now)
-    "$@" >/dev/null
-    end=$(now)
-    awk -v start="$start" -v end="$end" 'BEGIN { printf "%.6f\n", end - start }'
+TICKS_PER_SECOND="$(getconf CLK_TCK)"
+# CPU-seconds the dataserver has used so far (user + system, from /proc).
+server_cpu() {
+    awk -v ticks="$TICKS_PER_SECOND" '{ printf "%.2f\n", ($14 + $15) / ticks }' "/proc/$SERVER_PID/stat"
 }
-median() { sort -g | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
+# Runs the command given; appends "wall-seconds client-cpu-seconds server-cpu-seconds" to the
+# file named first. Client CPU is the command's user + system time (bash's `time`).
+timed() {
+    local into="$1" before after timing
+    shift
+    before="$(server_cpu)"
+    timing="$( { TIMEFORMAT='%R %U %S'; time "$@" >/dev/null 2>"$WORK/command.err"; } 2>&1)" ||
+        die "$* failed: $(cat "$WORK/command.err")"
+    after="$(server_cpu)"
+    awk -v timing="$timing" -v before="$before" -v after="$after" 'BEGIN {
+        split(timing, t, " "); printf "%.3f %.2f %.2f\n", t[1], t[2] + t[3], after - before }' >>"$into"
+}
+# The median of column `$1` of the lines on stdin.
+median() { awk -v column="$1" '{ print $column }' | sort -g | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
 
-declare -A SECONDS_OF
+declare -A SECONDS_OF CLIENT_CPU SERVER_CPU
 for kind in curl-put ds-put curl-get ds-get; do : >"$WORK/$kind.times"; done
 for rep in $(seq 1 "$REPS"); do
     log "run $rep of $REPS"
-    timed curl -sS -f -H "Expect:" -H "Authorization: Bearer $TOKEN" -T "$WORK/file" \
-        "$URL/curl-put-$rep" >>"$WORK/curl-put.times"
-    timed "$DS" put "$WORK/file" --key "ds-put-$rep" --quiet >>"$WORK/ds-put.times"
+    timed "$WORK/curl-put.times" curl -sS -f -H "Expect:" -H "Authorization: Bearer $TOKEN" \
+        -T "$WORK/file" "$URL/curl-put-$rep"
+    timed "$WORK/ds-put.times" "$DS" put "$WORK/file" --key "ds-put-$rep" --quiet
     rm -f "$WORK/copy"
-    timed curl -sS -f -o "$WORK/copy" "$URL/warmup" >>"$WORK/curl-get.times"
+    timed "$WORK/curl-get.times" curl -sS -f -o "$WORK/copy" "$URL/warmup"
     rm -f "$WORK/copy"
-    timed "$DS" get warmup -o "$WORK/copy" --quiet >>"$WORK/ds-get.times"
+    timed "$WORK/ds-get.times" "$DS" get warmup -o "$WORK/copy" --quiet
     cmp -s "$WORK/file" "$WORK/copy" || die "ds get wrote different bytes"
 done
 for kind in curl-put ds-put curl-get ds-get; do
-    SECONDS_OF[$kind]="$(median <"$WORK/$kind.times")"
+    SECONDS_OF[$kind]="$(median 1 <"$WORK/$kind.times")"
+    CLIENT_CPU[$kind]="$(median 2 <"$WORK/$kind.times")"
+    SERVER_CPU[$kind]="$(median 3 <"$WORK/$kind.times")"
 done
 rate() { awk -v bytes="$BYTES" -v seconds="$1" 'BEGIN { printf "%.1f", bytes / 1048576 / seconds }'; }
 ratio() { awk -v curl="$1" -v ds="$2" 'BEGIN { printf "%.2f", curl / ds }'; }
+row() {
+    local label="$1" curl="$2" ds="$3"
+    echo "| $label | $(rate "${SECONDS_OF[$curl]}") | $(rate "${SECONDS_OF[$ds]}") | $(ratio "${SECONDS_OF[$curl]}" "${SECONDS_OF[$ds]}") | ${CLIENT_CPU[$curl]} / ${CLIENT_CPU[$ds]} | ${SERVER_CPU[$curl]} / ${SERVER_CPU[$ds]} |"
+}
 
 echo "## ds against curl, ${SIZE_MIB} MiB, median of $REPS"
 echo
-echo "| transfer | curl MiB/s | ds MiB/s | ds / curl |"
-echo "|---|---|---|---|"
-echo "| GET (ds verifies BLAKE3) | $(rate "${SECONDS_OF[curl-get]}") | $(rate "${SECONDS_OF[ds-get]}") | $(ratio "${SECONDS_OF[curl-get]}" "${SECONDS_OF[ds-get]}") |"
-echo "| PUT (ds hashes first, server checks) | $(rate "${SECONDS_OF[curl-put]}") | $(rate "${SECONDS_OF[ds-put]}") | $(ratio "${SECONDS_OF[curl-put]}" "${SECONDS_OF[ds-put]}") |"
+echo "| transfer | curl MiB/s | ds MiB/s | ds / curl | client CPU-s curl / ds | server CPU-s curl / ds |"
+echo "|---|---|---|---|---|---|"
+row "GET (ds verifies BLAKE3)" curl-get ds-get
+row "PUT (ds sends BLAKE3 as a trailer, server checks)" curl-put ds-put
