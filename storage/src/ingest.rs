@@ -41,6 +41,10 @@ const SMALL_CHUNK_BYTES: usize = 16 * 1024;
 /// Leading bytes kept for content detection: a tar header's magic is at 257.
 const SNIFF_BYTES: usize = 512;
 
+/// Bytes the tree lane hashes before the content lane indexes the same bytes: small enough
+/// that they are still in the core's cache, large enough that BLAKE3 keeps its widest batches.
+const INDEX_STEP_BYTES: usize = 64 << 10;
+
 /// What a finished ingest measured.
 #[derive(Debug, Clone)]
 pub(crate) struct Ingested {
@@ -105,6 +109,21 @@ impl TreeLane {
         self.write_outboard(&produced)
     }
 
+    /// Hashes a piece while the content lane indexes it, a step behind the hasher: the indexer
+    /// then reads the bytes from the cache instead of memory, which makes summing FITS data
+    /// about twice as cheap as indexing the piece after hashing all of it.
+    fn update_indexed(&mut self, piece: &[Bytes], content: &mut ContentLane) -> Result<()> {
+        for step in piece
+            .iter()
+            .flat_map(|chunk| chunk.chunks(INDEX_STEP_BYTES))
+        {
+            self.hasher.update(step);
+            content.update_bytes(step);
+        }
+        let produced = self.hasher.take_outboard();
+        self.write_outboard(&produced)
+    }
+
     fn write_outboard(&mut self, produced: &[u8]) -> Result<()> {
         if produced.is_empty() {
             return Ok(());
@@ -152,10 +171,14 @@ enum ContentIndex {
 impl ContentLane {
     fn update(&mut self, piece: &[Bytes]) {
         for chunk in piece {
-            match self {
-                ContentLane::Fits(indexer) => indexer.update(chunk),
-                ContentLane::Tar(indexer) => indexer.update(chunk),
-            }
+            self.update_bytes(chunk);
+        }
+    }
+
+    fn update_bytes(&mut self, bytes: &[u8]) {
+        match self {
+            ContentLane::Fits(indexer) => indexer.update(bytes),
+            ContentLane::Tar(indexer) => indexer.update(bytes),
         }
     }
 
@@ -287,12 +310,13 @@ impl Ingest {
                 md5
             })
         });
-        // The content lane shares the tree lane's thread: the piece is in its cache, and a
-        // fourth busy thread would only take turns with the data lane on a small machine.
+        // The content lane shares the tree lane's thread, interleaved with the hashing so it
+        // reads the bytes BLAKE3 has just brought into the cache; a fourth busy thread would
+        // only take turns with the data lane on a small machine.
         let tree_task = tokio::task::spawn_blocking(move || {
-            tree.update(&piece)?;
-            if let Some(lane) = &mut content {
-                lane.update(&piece);
+            match &mut content {
+                Some(lane) => tree.update_indexed(&piece, lane)?,
+                None => tree.update(&piece)?,
             }
             Ok((tree, content))
         });
