@@ -89,16 +89,36 @@ median() { awk -v column="$1" '{ print $column }' | sort -g | awk '{ v[NR] = $1 
 
 declare -A SECONDS_OF CLIENT_CPU SERVER_CPU
 for kind in curl-put ds-put curl-get ds-get; do : >"$WORK/$kind.times"; done
-for rep in $(seq 1 "$REPS"); do
-    log "run $rep of $REPS"
+curl_put() {
     timed "$WORK/curl-put.times" curl -sS -f -H "Expect:" -H "Authorization: Bearer $TOKEN" \
-        -T "$WORK/file" "$URL/curl-put-$rep"
-    timed "$WORK/ds-put.times" "$DS" put "$WORK/file" --key "ds-put-$rep" --quiet
+        -T "$WORK/file" "$URL/curl-put-$1"
+}
+ds_put() { timed "$WORK/ds-put.times" "$DS" put "$WORK/file" --key "ds-put-$1" --quiet; }
+curl_get() {
     rm -f "$WORK/copy"
     timed "$WORK/curl-get.times" curl -sS -f -o "$WORK/copy" "$URL/warmup"
+}
+ds_get() {
     rm -f "$WORK/copy"
     timed "$WORK/ds-get.times" "$DS" get warmup -o "$WORK/copy" --quiet
     cmp -s "$WORK/file" "$WORK/copy" || die "ds get wrote different bytes"
+}
+# The order alternates between runs: a PUT right after another client's PUT of the same gigabyte
+# was measured to cost the server more CPU (page-cache work left by the previous upload), which
+# would otherwise always fall on the same client.
+for rep in $(seq 1 "$REPS"); do
+    log "run $rep of $REPS"
+    if ((rep % 2)); then
+        curl_put "$rep"
+        ds_put "$rep"
+        curl_get
+        ds_get
+    else
+        ds_put "$rep"
+        curl_put "$rep"
+        ds_get
+        curl_get
+    fi
 done
 for kind in curl-put ds-put curl-get ds-get; do
     SECONDS_OF[$kind]="$(median 1 <"$WORK/$kind.times")"
