@@ -243,5 +243,7 @@ for figure in "${FIGURES[@]}"; do
     echo "$line"
 done
 echo
-echo "Durability differs: the dataserver fsyncs every object (blob, directory, catalogue) before"
-echo "answering; s3s-fs writes without fsync, Garage with its defaults (data_fsync = false)."
+echo "Durability differs: the dataserver fsyncs every object before answering (a large one's"
+echo "blob, directory and catalogue record; objects of at most 64 KiB go to a pack file fsynced"
+echo "once per catalogue commit); s3s-fs writes without fsync, Garage with its defaults"
+echo "(data_fsync = false)."
