@@ -64,7 +64,7 @@ const MAX_BATCH: usize = 512;
 const RECENT_RECORDS: usize = 16 * 1024;
 
 /// Bytes of small blobs remembered: at most 64 MiB.
-const RECENT_INLINE_BLOBS: usize = 1024;
+const RECENT_PACKED_BLOBS: usize = 1024;
 
 /// Where a blob's bytes are kept.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -153,7 +153,7 @@ pub(crate) struct Catalog {
     recent: Arc<Recent<ObjectKey, LiveObject>>,
     /// Bytes of small blobs recently read, forgotten together with `recent` (a repaired blob
     /// must not be served from bytes read before the repair).
-    recent_inline: Arc<Recent<Blake3Digest, Bytes>>,
+    recent_packed: Arc<Recent<Blake3Digest, Bytes>>,
     /// The pack files small blobs are read from (the writer thread appends to them).
     packs: PackReader,
     jobs: Option<mpsc::Sender<Job>>,
@@ -216,7 +216,7 @@ impl Catalog {
         Ok(Self {
             db,
             recent: Arc::new(Recent::new(RECENT_RECORDS)),
-            recent_inline: Arc::new(Recent::new(RECENT_INLINE_BLOBS)),
+            recent_packed: Arc::new(Recent::new(RECENT_PACKED_BLOBS)),
             packs: PackReader::new(packs_dir),
             jobs: Some(jobs),
             writer: Some(writer),
@@ -256,13 +256,13 @@ impl Catalog {
     ) -> Result<R> {
         let (reply, answer) = oneshot::channel();
         let recent = self.recent.clone();
-        let recent_inline = self.recent_inline.clone();
+        let recent_packed = self.recent_packed.clone();
         let job: Job = Box::new(move |txn, packs| {
             let (value, live_records) = work(txn, packs)?;
             Ok(Box::new(move |committed: Result<(), CatalogFailure>| {
                 if live_records == LiveRecords::Changed {
                     recent.invalidate();
-                    recent_inline.invalidate();
+                    recent_packed.invalidate();
                 }
                 let _ = reply.send(committed.map(|()| value));
             }) as Reply)
@@ -327,14 +327,14 @@ impl Catalog {
 
     /// Blocking: the bytes of a packed blob, `None` when it is a file (or unknown).
     pub fn packed_now(&self, blob: &Blake3Digest) -> Result<Option<Bytes>> {
-        if let Some(bytes) = self.recent_inline.get(blob) {
+        if let Some(bytes) = self.recent_packed.get(blob) {
             return Ok(Some(bytes));
         }
-        let generation = self.recent_inline.generation();
+        let generation = self.recent_packed.generation();
         let found = self.read_packed_whole(blob)?;
         Ok(found.map(|(bytes, whole)| {
             if whole {
-                self.recent_inline
+                self.recent_packed
                     .remember(generation, *blob, bytes.clone());
             }
             bytes
@@ -343,7 +343,7 @@ impl Catalog {
 
     /// Without blocking: the bytes of a packed blob, when recently read.
     pub fn packed_remembered(&self, blob: &Blake3Digest) -> Option<Bytes> {
-        self.recent_inline.get(blob)
+        self.recent_packed.get(blob)
     }
 
     /// Blocking: the bytes of a packed blob read afresh from its pack (for re-hashing).
@@ -386,7 +386,7 @@ impl Catalog {
 
     /// Overwrites the bytes a small blob has in the catalogue, as damage would (tests only).
     #[cfg(test)]
-    pub async fn damage_inline(&self, blob: Blake3Digest, bytes: Vec<u8>) -> Result<()> {
+    pub async fn damage_packed(&self, blob: Blake3Digest, bytes: Vec<u8>) -> Result<()> {
         self.write_with("damage a small blob", move |txn, packs| {
             let location = packs.append(&bytes)?;
             txn.open_table(PACKED_BLOBS)?

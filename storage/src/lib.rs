@@ -946,7 +946,7 @@ mod tests {
         store
             .inner
             .catalog
-            .damage_inline(blob, damaged.clone())
+            .damage_packed(blob, damaged.clone())
             .await
             .expect("damage");
         assert_eq!(
@@ -973,7 +973,7 @@ mod tests {
         store
             .inner
             .catalog
-            .damage_inline(other_blob, bad_twin)
+            .damage_packed(other_blob, bad_twin)
             .await
             .expect("damage");
         let fsck = store.fsck(true).await.expect("fsck");

@@ -193,7 +193,7 @@ impl Store {
                 }
                 live.insert(blob);
                 report.blobs_checked += 1;
-                let sizes_ok = match self.kept_inline(blob, record.size).await? {
+                let sizes_ok = match self.packed_bytes(blob, record.size).await? {
                     Some(bytes) => bytes.len() as u64 == record.size,
                     None => {
                         let store = self.clone();
@@ -248,7 +248,7 @@ impl Store {
     }
 
     /// The bytes of a packed (small) blob, read afresh; `None` for a blob kept as a file.
-    async fn kept_inline(&self, blob: Blake3Digest, size: u64) -> Result<Option<Bytes>> {
+    async fn packed_bytes(&self, blob: Blake3Digest, size: u64) -> Result<Option<Bytes>> {
         if size > crate::SMALL_OBJECT_BYTES {
             return Ok(None);
         }
@@ -349,7 +349,7 @@ impl Store {
         size: u64,
         budget: Option<(u64, Instant, u64)>,
     ) -> Result<Rehash> {
-        if let Some(bytes) = self.kept_inline(blob, size).await? {
+        if let Some(bytes) = self.packed_bytes(blob, size).await? {
             // At most 64 KiB: hashed here, whole.
             let root = Blake3Digest::of(&bytes);
             return Ok(match root == blob && bytes.len() as u64 == size {
