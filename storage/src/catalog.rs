@@ -108,7 +108,7 @@ pub(crate) struct NewObject {
     pub tar: Option<TarIndex>,
     /// The verified bytes of a small object, to append to a pack; `None` when they are (or
     /// already were) placed as a file.
-    pub inline: Option<Bytes>,
+    pub small_body: Option<Bytes>,
 }
 
 /// What an insert did.
@@ -384,7 +384,7 @@ impl Catalog {
             .map_err(io_error("punch a hole in", &self.packs.path(location.pack)))
     }
 
-    /// Overwrites the bytes a small blob has in the catalogue, as damage would (tests only).
+    /// Points a packed blob at other bytes, as damage to its pack would (tests only).
     #[cfg(test)]
     pub async fn damage_packed(&self, blob: Blake3Digest, bytes: Vec<u8>) -> Result<()> {
         self.write_with("damage a small blob", move |txn, packs| {
@@ -464,7 +464,7 @@ impl Catalog {
             })?;
             // Its MD5 is computed when good bytes come back (`reference_blob` queues it).
             txn.open_table(MD5_PENDING)?.remove(&blob.0[..])?;
-            // Damaged bytes in the catalogue stay where they are, unserved, until a `put` of
+            // Damaged packed bytes stay where they are, unserved, until a `put` of
             // good bytes replaces them.
             match was_live {
                 true => home(txn, &blob).map(Some),
@@ -845,7 +845,7 @@ fn keep_packed(
     packs: &mut PackWriter,
     object: &NewObject,
 ) -> Result<(), redb::Error> {
-    if let Some(bytes) = &object.inline {
+    if let Some(bytes) = &object.small_body {
         let location = packs.append(bytes)?;
         txn.open_table(PACKED_BLOBS)?
             .insert(&object.blake3.0[..], &location.encode()[..])?;

@@ -58,9 +58,9 @@ pub(crate) struct Ingested {
     pub fits: Option<FitsIndex>,
     /// The member index of a body that is a tar archive (a Measurement Set).
     pub tar: Option<TarIndex>,
-    /// The whole body, when it is small enough to be kept in the catalogue (nothing was
-    /// written to staging then).
-    pub inline: Option<Bytes>,
+    /// The whole body, when it is small enough for a pack (nothing was written to staging
+    /// then).
+    pub small_body: Option<Bytes>,
 }
 
 struct DataLane {
@@ -405,7 +405,7 @@ impl Ingest {
 
     /// Hashes and writes what is left, fsyncs, and answers the digests. The staging files are
     /// complete and durable when this returns. A body of at most [`crate::SMALL_OBJECT_BYTES`]
-    /// is never written: it comes back whole, hashed, for the catalogue to keep.
+    /// is never written: it comes back whole, hashed, to be packed.
     pub async fn finish(mut self) -> Result<Ingested> {
         if !self.started && self.size <= crate::SMALL_OBJECT_BYTES {
             return self.finish_small().await;
@@ -450,7 +450,7 @@ impl Ingest {
                 Some(ContentIndex::Tar(index)) => Some(index),
                 _ => None,
             },
-            inline: None,
+            small_body: None,
         })
     }
 }
@@ -493,7 +493,7 @@ impl Ingest {
                 leading_bytes,
                 fits,
                 tar,
-                inline: Some(body),
+                small_body: Some(body),
             })
         })
         .await

@@ -54,8 +54,8 @@ pub use crate::record::{
 };
 pub use crate::scrub::{FsckReport, ScrubOptions, ScrubReport, SweepReport, Verified};
 
-/// Objects up to this size are kept in the catalogue rather than as files (one group-committed
-/// write stores them) and are read whole when opened.
+/// Objects up to this size are appended to pack files under the catalogue's group commit rather
+/// than stored as files of their own, and are read whole when opened.
 pub const SMALL_OBJECT_BYTES: u64 = 64 * 1024;
 
 /// Lock stripes for per-blob critical sections.
@@ -371,17 +371,13 @@ impl Store {
             parts: options.parts,
             fits: ingested.fits,
             tar: ingested.tar,
-            inline: ingested.inline,
+            small_body: ingested.small_body,
         };
-        if object.inline.is_some() {
-            // Nothing was staged; the bytes are committed with the record, and conflicts are
-            // refused inside that transaction.
+        if object.small_body.is_some() {
+            // Nothing was staged; the bytes are packed in the transaction that records them,
+            // and conflicts are refused inside it.
             guard.store = None;
-            let stored = Stored::from(self.inner.catalog.insert(object).await?);
-            if stored.record.md5.is_none() {
-                self.inner.md5_wanted.notify_one();
-            }
-            return Ok(stored);
+            return Ok(self.recorded(self.inner.catalog.insert(object).await?));
         }
 
         let blob = ingested.blake3;
@@ -414,16 +410,22 @@ impl Store {
             let store = self.clone();
             blocking(move || store.inner.blobs.remove(&blob, Area::Blobs)).await?;
         }
-        let stored = Stored::from(outcome?);
-        if stored.record.md5.is_none() {
-            self.inner.md5_wanted.notify_one();
-        }
+        let stored = self.recorded(outcome?);
         if placed && trash_copy {
             // The blob is live again; its copy from an earlier delete goes.
             let store = self.clone();
             blocking(move || store.inner.blobs.remove(&blob, Area::Trash)).await?;
         }
         Ok(stored)
+    }
+
+    /// The result of a recorded `put`; wakes the MD5 backfill when the MD5 is still to come.
+    fn recorded(&self, outcome: InsertOutcome) -> Stored {
+        let stored = Stored::from(outcome);
+        if stored.record.md5.is_none() {
+            self.inner.md5_wanted.notify_one();
+        }
+        stored
     }
 
     /// Binds `to` to the content of the live key `from` without copying bytes: the blob gains
@@ -457,7 +459,7 @@ impl Store {
             // The blob is already recorded, with its indexes and its bytes.
             fits: None,
             tar: None,
-            inline: None,
+            small_body: None,
         };
         Ok(Stored::from(self.inner.catalog.insert(object).await?))
     }
@@ -907,7 +909,7 @@ mod tests {
         Ok(read)
     }
 
-    /// Damaged bytes of a small blob (kept in the catalogue) are caught by verified reads, by
+    /// Damaged bytes of a small blob (in a pack) are caught by verified reads, by
     /// the scrub and by `verify`, quarantined without moving anything, and repaired by a `put`
     /// of the good bytes.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
