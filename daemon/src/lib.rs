@@ -17,6 +17,7 @@ mod tls;
 use std::future::Future;
 use std::path::Path;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -210,6 +211,10 @@ pub async fn serve(
     }
     tracing::info!(%address, s3 = ?s3_address, scheme, data_dir = %data_dir.display(), site, "listening");
     let purge = tokio::spawn(purge_trash_forever(store));
+    let threads = Arc::new(
+        http::threads::ConnectionThreads::per_core(limits.shutdown_grace)
+            .context("start the connection threads")?,
+    );
     // One shutdown signal for both listeners.
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let until_stopped = |mut stopped: tokio::sync::watch::Receiver<bool>| async move {
@@ -218,6 +223,7 @@ pub async fn serve(
     let native = http::server::serve(
         app,
         limits,
+        threads.clone(),
         listeners.http,
         tls.clone(),
         until_stopped(stopped.clone()),
@@ -228,6 +234,7 @@ pub async fn serve(
             http::server::serve(
                 frontend,
                 limits,
+                threads.clone(),
                 listener,
                 tls.clone(),
                 until_stopped(stopped),
@@ -241,6 +248,9 @@ pub async fn serve(
         let _ = stop.send(true);
     };
     tokio::join!(native, s3_api, signal);
+    if let Ok(threads) = Arc::try_unwrap(threads) {
+        threads.stop().await;
+    }
     purge.abort();
     tracing::info!("stopped");
     Ok(())

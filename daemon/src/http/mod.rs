@@ -8,6 +8,7 @@ mod members;
 pub mod range;
 pub mod route;
 pub mod server;
+pub mod threads;
 pub mod wire;
 
 use std::sync::Arc;

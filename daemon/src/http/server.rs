@@ -1,6 +1,7 @@
 //! Accepting connections: TCP_NODELAY, HTTP/1.1 and HTTP/2 on one port, the connection limit,
 //! header size and time limits, and graceful shutdown. Shared by the native and the S3
-//! listener: each brings a [`Handler`].
+//! listener: each brings a [`Handler`]. Connections are accepted here and served on the
+//! [`ConnectionThreads`].
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -18,6 +19,7 @@ use tokio_rustls::TlsAcceptor;
 
 use hyper::body::Incoming;
 
+use super::threads::ConnectionThreads;
 use super::{App, Body, full};
 use crate::config::Limits;
 
@@ -46,11 +48,12 @@ impl Handler for App {
     }
 }
 
-/// Serves `listener` with `handler` until `shutdown` resolves, then lets in-flight requests
-/// finish for up to the configured grace period.
+/// Serves `listener` with `handler` on `threads` until `shutdown` resolves, then lets
+/// in-flight requests finish for up to the configured grace period.
 pub async fn serve<H: Handler>(
     handler: Arc<H>,
     limits: Limits,
+    threads: Arc<ConnectionThreads>,
     listener: TcpListener,
     tls: Option<TlsAcceptor>,
     shutdown: impl Future<Output = ()>,
@@ -101,7 +104,7 @@ pub async fn serve<H: Handler>(
         let watcher = graceful.watcher();
         let tls = tls.clone();
         let handshake_timeout = limits.header_timeout;
-        tokio::spawn(async move {
+        let serve = move |stream| async move {
             let served = match tls {
                 None => {
                     let connection = builder.serve_connection(TokioIo::new(stream), service);
@@ -125,7 +128,10 @@ pub async fn serve<H: Handler>(
                 tracing::debug!("connection from {peer} ended: {error}");
             }
             drop(permit);
-        });
+        };
+        if let Err(error) = threads.serve(stream, serve) {
+            tracing::warn!("could not hand over the connection from {peer}: {error}");
+        }
     }
     drop(listener);
     tracing::info!("shutting down: no new connections, waiting for requests in flight");
