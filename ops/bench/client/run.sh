@@ -134,6 +134,15 @@ row() {
 
 echo "## ds against curl, ${SIZE_MIB} MiB, median of $REPS"
 echo
+# In a virtual machine whose balloon driver reports free memory to the host, pages the kernel
+# hands out again after a report cost a host fault each on first touch: the server's copy into
+# the page cache then costs several times more, for whichever upload gets those pages. The
+# setting is printed so that runs on different machines can be compared (README.md).
+reporting=/sys/module/page_reporting/parameters/page_reporting_order
+if [[ -r "$reporting" ]]; then
+    echo "Free page reporting to the host is on, for free blocks of order $(cat "$reporting") and up."
+    echo
+fi
 echo "| transfer | curl MiB/s | ds MiB/s | ds / curl | client CPU-s curl / ds | server CPU-s curl / ds |"
 echo "|---|---|---|---|---|---|"
 row "GET (ds verifies BLAKE3)" curl-get ds-get
