@@ -4,9 +4,17 @@
 # verified reads (the default). The HDU is found through the index built at ingest, so the two
 # should cost about the same: the ratio printed is hdu / range (target: about 1.0).
 #
+# Then ingest: PUTs (curl -T) of a large FITS file whose HDUs all carry CHECKSUM and DATASUM,
+# so the server indexes it and sums every data block on the way in, against PUTs of the same
+# bytes with the first card spoiled (`XIMPLE`), which the server stores as plain bytes without
+# indexing. The two take turns; the ratio printed is FITS / plain throughput (target: about 1.0)
+# with the server's CPU-seconds per PUT.
+#
 # Usage: ops/bench/fits/run.sh        (Markdown report on stdout, progress on stderr)
 # Environment: DURATION (seconds per wrk run, default 10), CCDS (default 32),
-#   WIDTH × HEIGHT of a CCD in pixels (default 1024 × 1024, 16-bit), HDU (default 17)
+#   WIDTH × HEIGHT of a CCD in pixels (default 1024 × 1024, 16-bit), HDU (default 17),
+#   COPIES (the ingest file is the frame's extensions COPIES times over, default 16: 1 GiB),
+#   REPS (timed PUTs of each file, default 5; the median is reported)
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -16,6 +24,8 @@ CCDS="${CCDS:-32}"
 WIDTH="${WIDTH:-1024}"
 HEIGHT="${HEIGHT:-1024}"
 HDU="${HDU:-17}"
+COPIES="${COPIES:-16}"
+REPS="${REPS:-5}"
 log() { printf '[%s] %s\n' "$(date +%T)" "$*" >&2; }
 for tool in curl wrk python3; do
     command -v "$tool" >/dev/null || { log "error: $tool is needed (apt-get install $tool)"; exit 1; }
@@ -83,3 +93,65 @@ echo "| \`GET /frame.fits?hdu=$HDU\` | $hdu_rate |"
 echo "| \`GET /frame.fits\` with \`Range: bytes=$FIRST-$LAST\` | $range_rate |"
 echo
 awk -v h="$hdu_rate" -v r="$range_rate" 'BEGIN { printf "ratio hdu / range = %.2f (target: about 1.0)\n", h / r }'
+
+echo
+
+# ---- ingest: FITS (indexed, every DATASUM verified) against the same bytes as plain data ----
+
+log "writing the ingest files: the frame's extensions $COPIES times over, and a plain twin"
+python3 - "$WORK/frame.fits" "$WORK/ingest.fits" "$WORK/ingest.plain" "$COPIES" <<'PY'
+import sys
+
+source, fits_path, plain_path, copies = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+frame = open(source, "rb").read()
+# The primary HDU is a header only (NAXIS = 0): it ends with the block holding its END card.
+end = next(i for i in range(0, len(frame), 80) if frame[i:i + 8] == b"END     ")
+primary = (end // 2880 + 1) * 2880
+extensions = frame[primary:]
+with open(fits_path, "wb") as out:
+    out.write(frame[:primary])
+    for _ in range(copies):
+        out.write(extensions)
+with open(fits_path, "rb") as fits, open(plain_path, "wb") as out:
+    out.write(b"X" + fits.read(1)[1:])
+    fits.seek(1)
+    while chunk := fits.read(1 << 20):
+        out.write(chunk)
+PY
+INGEST_BYTES="$(stat -c %s "$WORK/ingest.fits")"
+server_cpu() { awk -v ticks="$(getconf CLK_TCK)" '{ printf "%.2f\n", ($14 + $15) / ticks }' "/proc/$SERVER_PID/stat"; }
+put() { curl -sSf -o /dev/null -H "Expect:" -H "Authorization: Bearer $TOKEN" -T "$1" "$URL/$2"; }
+# Each content is stored once untimed, so every timed PUT costs the server the same: receive,
+# hash (and index), write, fsync, and drop the copy of a blob it already has.
+put "$WORK/ingest.fits" ingest-warm.fits
+put "$WORK/ingest.plain" ingest-warm.plain
+[[ "$(curl -sSf "$URL/ingest-warm.fits?fitsindex" | python3 -c 'import json, sys; i = json.load(sys.stdin); print(i["valid"], i["checksum"], len(i["hdus"]))')" == "True valid $((COPIES * CCDS + 1))" ]] ||
+    { log "error: the ingest file was not indexed as valid FITS"; exit 1; }
+declare -A TIMES RATE
+for rep in $(seq 1 "$REPS"); do
+    kinds="fits plain"
+    ((rep % 2)) || kinds="plain fits"
+    for kind in $kinds; do
+        log "ingest $kind, run $rep of $REPS"
+        before="$(server_cpu)"
+        started="$(date +%s.%N)"
+        put "$WORK/ingest.$kind" "ingest-$rep.$kind"
+        TIMES[$kind]+="$(awk -v s="$started" -v e="$(date +%s.%N)" -v b="$before" -v a="$(server_cpu)" 'BEGIN { printf "%.3f:%.2f", e - s, a - b }') "
+    done
+done
+median() { tr ' ' '\n' <<<"$1" | grep . | sort -g | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
+column() { tr ' ' '\n' <<<"$1" | grep . | cut -d: -f"$2" | tr '\n' ' '; }
+echo "# Ingest of a FITS file, indexed, against the same bytes as plain data"
+echo
+echo "- $((INGEST_BYTES / 1048576)) MiB: a primary header and $((COPIES * CCDS)) image extensions, each with CHECKSUM and DATASUM; the plain twin differs in its first byte. \`curl -T\`, $REPS PUTs of each taking turns, median; load at the end: $(cut -d' ' -f1-3 /proc/loadavg)"
+echo
+echo "| body | MiB/s | server CPU-s per PUT | each PUT: seconds:CPU-s |"
+echo "|---|---:|---:|---|"
+for kind in fits plain; do
+    seconds="$(median "$(column "${TIMES[$kind]}" 1)")"
+    cpu="$(median "$(column "${TIMES[$kind]}" 2)")"
+    RATE[$kind]="$(awk -v b="$INGEST_BYTES" -v s="$seconds" 'BEGIN { printf "%.0f", b / 1048576 / s }')"
+    echo "| $kind | ${RATE[$kind]} | $cpu | ${TIMES[$kind]}|"
+done
+echo
+awk -v f="${RATE[fits]}" -v p="${RATE[plain]}" 'BEGIN { printf "ratio FITS / plain ingest = %.2f (target: about 1.0)\n", f / p }'
