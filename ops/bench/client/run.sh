@@ -140,7 +140,7 @@ echo
 # setting is printed so that runs on different machines can be compared (README.md).
 reporting=/sys/module/page_reporting/parameters/page_reporting_order
 if [[ -r "$reporting" ]]; then
-    echo "Free page reporting to the host is on, for free blocks of order $(cat "$reporting") and up."
+    echo "This kernel has free page reporting (to the host, when a balloon device asks for it), for free blocks of order $(cat "$reporting") and up."
     echo
 fi
 echo "| transfer | curl MiB/s | ds MiB/s | ds / curl | client CPU-s curl / ds | server CPU-s curl / ds |"
