@@ -247,6 +247,22 @@ pub fn main() -> ExitCode {
     }
 }
 
+/// Writes `text` to stdout. A reader that has gone away (`ds head KEY | grep -q md5`) is not
+/// the command's failure: the text is dropped, as `cat` drops it, and the command ends as it
+/// would have. Any other write error is told on stderr.
+fn print_out(text: &str) {
+    let mut stdout = std::io::stdout().lock();
+    match stdout
+        .write_all(text.as_bytes())
+        .and_then(|()| stdout.flush())
+    {
+        Err(error) if error.kind() != std::io::ErrorKind::BrokenPipe => {
+            eprintln!("ds: cannot write to standard output: {error}");
+        }
+        _ => {}
+    }
+}
+
 /// Settings after flags, environment and config file.
 struct Settings {
     url: String,
@@ -358,14 +374,14 @@ impl Output {
         }
         match &self.progress {
             Some(bar) => bar.println(line),
-            None => println!("{line}"),
+            None => print_out(&format!("{line}\n")),
         }
     }
 
     /// One JSON value on its own line (only with --json).
     fn json_line(&self, value: &serde_json::Value) {
         if self.json {
-            println!("{value}");
+            print_out(&format!("{value}\n"));
         }
     }
 }
@@ -447,7 +463,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             if output.json {
                 output.json_line(&serde_json::to_value(&index).expect("wire types serialise"));
             } else if !output.quiet {
-                print!("{}", fits_index_table(&key, &index));
+                print_out(&fits_index_table(&key, &index));
             }
             Ok(())
         }
@@ -456,20 +472,20 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             if output.json {
                 output.json_line(&json!({"key": key, "head": head}));
             } else if !output.quiet {
-                println!("key           {key}");
-                println!("size          {}", head.size);
-                println!("blake3        {}", head.blake3);
-                println!(
-                    "md5           {}",
-                    head.md5.as_deref().unwrap_or("(not yet known)")
+                let mut text = format!(
+                    "key           {key}\nsize          {}\nblake3        {}\nmd5           {}\ncontent-type  {}\n",
+                    head.size,
+                    head.blake3,
+                    head.md5.as_deref().unwrap_or("(not yet known)"),
+                    head.content_type
                 );
-                println!("content-type  {}", head.content_type);
                 if let Some(id) = head.object_id {
-                    println!("object-id     {id}");
+                    text += &format!("object-id     {id}\n");
                 }
                 if let Some(modified) = &head.last_modified {
-                    println!("created       {modified}");
+                    text += &format!("created       {modified}\n");
                 }
+                print_out(&text);
             }
             Ok(())
         }
@@ -513,23 +529,23 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             if output.json {
                 output.json_line(&serde_json::to_value(&status).expect("wire types serialise"));
             } else if !output.quiet {
-                println!(
-                    "node            {} (site {} #{})",
-                    status.node, status.site, status.site_number
-                );
-                println!("version         {}", status.version);
-                println!("objects         {}", status.objects);
-                println!("bytes           {}", status.bytes);
-                println!("free bytes      {}", status.free_bytes);
-                println!("uptime seconds  {}", status.uptime_seconds);
-                println!(
-                    "verified reads  {}",
+                print_out(&format!(
+                    "node            {} (site {} #{})\nversion         {}\nobjects         {}\n\
+                     bytes           {}\nfree bytes      {}\nuptime seconds  {}\nverified reads  {}\n",
+                    status.node,
+                    status.site,
+                    status.site_number,
+                    status.version,
+                    status.objects,
+                    status.bytes,
+                    status.free_bytes,
+                    status.uptime_seconds,
                     if status.verify_reads {
                         "always"
                     } else {
                         "never"
                     }
-                );
+                ));
             }
             Ok(())
         }
@@ -915,8 +931,7 @@ async fn get_header(
             .map_err(Failure::other)?,
         _ if output.json => output
             .json_line(&json!({"key": key, "hdu": hdu.map(ToString::to_string), "header": text})),
-        // A closed pipe (`ds get --header | head`) is not an error.
-        _ => drop(std::io::stdout().lock().write_all(text.as_bytes())),
+        _ => print_out(&text),
     }
     Ok(())
 }

@@ -266,6 +266,40 @@ fn errors_are_sentences_with_their_own_exit_codes() {
     );
 }
 
+/// `ds head KEY | grep -q …` closes the pipe before `ds` writes: each command that prints must
+/// end as it would have, without a panic or a message.
+#[test]
+fn a_reader_that_goes_away_is_not_an_error() {
+    let daemon = start();
+    let work = tempfile::TempDir::new().expect("temp");
+    assert_eq!(daemon.put("/pipe/a.fits", b"SIMPLE").status, 201);
+    for args in [
+        &["head", "pipe/a.fits"][..],
+        &["status"],
+        &["ls", "pipe/"],
+        &["get", "pipe/a.fits", "-o", "-"],
+        &["head", "pipe/a.fits", "--json"],
+    ] {
+        let mut child = Command::new(ds_bin())
+            .args(args)
+            .current_dir(work.path())
+            .env("DS_URL", daemon.url(""))
+            .env("DS_CONFIG", work.path().join("no-such-config.toml"))
+            .env_remove("DS_TOKEN")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run ds");
+        // The reading end closes before `ds` has even connected, so its first write fails.
+        drop(child.stdout.take());
+        let output = child.wait_with_output().expect("wait for ds");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(0), "{args:?}: {stderr}");
+        assert!(stderr.is_empty(), "{args:?}: {stderr}");
+    }
+}
+
 #[test]
 fn url_and_token_come_from_the_config_file() {
     let daemon = start();
