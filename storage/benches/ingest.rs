@@ -7,7 +7,10 @@
 //! another slower, and their CPU seconds are compared too: on a machine shared with other work
 //! they are the steadier figure. Run with `cargo bench -p storage --bench ingest`; `BENCH_DIR` chooses the
 //! directory (default: the system temporary directory; `/dev/shm` takes the disk out and shows
-//! the CPU cost), `BENCH_GIB` the size.
+//! the CPU cost), `BENCH_GIB` the size. It also times the tree lane alone over the FITS bytes,
+//! hashing with and without the indexer following it: a figure that allocates no page cache, so
+//! it stays steady where the ingest timings swing (a virtual machine whose fresh pages cost host
+//! faults moves them by up to 3×).
 
 use std::io::Write;
 use std::time::{Duration, Instant};
@@ -19,6 +22,10 @@ use storage::{Md5Mode, ObjectKey, PutOptions, Store, StoreConfig};
 
 const ROUNDS: usize = 3;
 const CHUNK: usize = 1 << 20;
+/// The content lane's step (`INDEX_STEP_BYTES` in `ingest.rs`).
+const INDEX_STEP: usize = 64 << 10;
+/// Rounds of the tree-lane comparison, taking turns (best of each).
+const LANE_ROUNDS: usize = 5;
 
 fn main() {
     let gib: usize = std::env::var("BENCH_GIB")
@@ -139,6 +146,37 @@ fn main() {
         .chunks(CHUNK)
         .map(Bytes::copy_from_slice)
         .collect();
+    // The work indexing adds where it runs, on the tree lane's thread: hashing the FITS bytes
+    // in the content lane's 64 KiB steps, with and without the indexer following each step
+    // (as ingest runs it, on bytes the hasher has just read). No file is written, so no page
+    // cache is allocated: on a virtual machine whose fresh pages cost host faults this figure
+    // is steady where the ingest timings below swing from round to round.
+    let tree_lane = |index: bool| {
+        let mut hasher = TreeHasher::new();
+        let mut indexer = index.then(storage::fits::Indexer::new);
+        for chunk in fits_chunks.iter() {
+            for step in chunk.chunks(INDEX_STEP) {
+                hasher.update(step);
+                if let Some(indexer) = indexer.as_mut() {
+                    indexer.update(step);
+                }
+            }
+            std::hint::black_box(hasher.take_outboard());
+        }
+        std::hint::black_box(hasher.finalize());
+        if let Some(indexer) = indexer {
+            assert_eq!(indexer.finish().status, storage::fits::IndexStatus::Valid);
+        }
+    };
+    let (mut lane_plain, mut lane_indexed) = (Duration::MAX, Duration::MAX);
+    for _ in 0..LANE_ROUNDS {
+        let started = Instant::now();
+        tree_lane(false);
+        lane_plain = lane_plain.min(started.elapsed());
+        let started = Instant::now();
+        tree_lane(true);
+        lane_indexed = lane_indexed.min(started.elapsed());
+    }
     // Plain and FITS ingests alternate, so both see the same disk and page-cache state. Each
     // keeps its shortest wall-clock time and, apart, its least CPU time (all threads): on a
     // machine shared with other work the CPU seconds are the steadier figure.
@@ -250,6 +288,15 @@ fn main() {
         "CPU of ingest: plain {:.3} s, FITS {:.3} s",
         plain.cpu.as_secs_f64(),
         fits.cpu.as_secs_f64()
+    );
+    println!(
+        "tree lane over the FITS bytes: hashing {:.3} s, hashing + indexing {:.3} s (best of {LANE_ROUNDS})",
+        lane_plain.as_secs_f64(),
+        lane_indexed.as_secs_f64()
+    );
+    println!(
+        "ratio tree lane hashing / hashing + indexing = {:.2} (the share of the lane's time indexing leaves to hashing)",
+        lane_plain.as_secs_f64() / lane_indexed.as_secs_f64()
     );
     println!(
         "ratio FITS ingest (indexed) / plain ingest = {:.2} (target: about 1.00)",
