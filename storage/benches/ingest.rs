@@ -148,9 +148,9 @@ fn main() {
         .collect();
     // The work indexing adds where it runs, on the tree lane's thread: hashing the FITS bytes
     // as a plain body is hashed (whole pieces), and as a FITS body is (in the content lane's
-    // 64 KiB steps, the indexer following each step on bytes the hasher has just read). No file is written, so no page
-    // cache is allocated: on a virtual machine whose fresh pages cost host faults this figure
-    // is steady where the ingest timings below swing from round to round.
+    // 64 KiB steps, the indexer following each step on bytes the hasher has just read). No
+    // file is written, so no page cache is allocated: on a virtual machine whose fresh pages
+    // cost host faults this figure is steady where the ingest timings below swing.
     let tree_lane = |index: bool| {
         let mut hasher = TreeHasher::new();
         let mut indexer = index.then(storage::fits::Indexer::new);

@@ -95,7 +95,7 @@ curl_put_command() {
 ds_put_command() { "$DS" put "$WORK/file" --key "$1" --quiet; }
 # Each timed PUT follows an untimed PUT by the same client. On a virtual machine whose free
 # memory is reported to the host, the upload right after a curl PUT was measured to cost the
-# server about 1.5 CPU-seconds more per GiB, whichever client sent it (README.md); in turns,
+# server 1 to 1.5 CPU-seconds more per GiB, whichever client sent it (README.md); in turns,
 # every `ds put` would pay for the curl PUT before it and no curl PUT would pay in return.
 curl_put() {
     curl_put_command "curl-put-$1-untimed" >/dev/null || die "curl PUT failed"
