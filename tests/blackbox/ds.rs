@@ -8,7 +8,9 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::harness::{b3, bytes, ds_bin, pause, start, start_with_config, start_with_tokens};
+use crate::harness::{
+    TestDaemon, b3, bytes, ds_bin, pause, start, start_with_config, start_with_tokens,
+};
 
 /// Writes `files` (relative path, content) under `root`.
 fn write_tree(root: &Path, files: &[(String, Vec<u8>)]) {
@@ -280,13 +282,8 @@ fn a_reader_that_goes_away_is_not_an_error() {
         &["get", "pipe/a.fits", "-o", "-"],
         &["head", "pipe/a.fits", "--json"],
     ] {
-        let mut child = Command::new(ds_bin())
-            .args(args)
-            .current_dir(work.path())
-            .env("DS_URL", daemon.url(""))
-            .env("DS_CONFIG", work.path().join("no-such-config.toml"))
-            .env_remove("DS_TOKEN")
-            .stdin(Stdio::null())
+        let mut child = daemon
+            .ds_command(work.path(), None, args)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -407,13 +404,9 @@ fn a_corrupt_download_fails_with_exit_code_5() {
 }
 
 /// Runs `ds` and samples its peak resident memory (VmHWM) until it exits.
-fn run_measuring_memory(daemon_url: &str, token: &str, dir: &Path, args: &[&str]) -> u64 {
-    let mut child = Command::new(ds_bin())
-        .args(args)
-        .current_dir(dir)
-        .env("DS_URL", daemon_url)
-        .env("DS_TOKEN", token)
-        .env("DS_CONFIG", dir.join("no-config.toml"))
+fn run_measuring_memory(daemon: &TestDaemon, dir: &Path, args: &[&str]) -> u64 {
+    let mut child = daemon
+        .ds_command(dir, Some(&daemon.token), args)
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
@@ -461,17 +454,14 @@ fn a_multi_gib_round_trip_keeps_memory_bounded() {
             file.write_all(&bytes(1_000_000, seed)).expect("write");
         }
     }
-    let url = daemon.url("");
     let put_peak = run_measuring_memory(
-        &url,
-        &daemon.token,
+        &daemon,
         work.path(),
         &["put", "big.ms.tar", "--key", "lofar/big.ms.tar"],
     );
     std::fs::create_dir(work.path().join("copy")).expect("mkdir");
     let get_peak = run_measuring_memory(
-        &url,
-        &daemon.token,
+        &daemon,
         work.path(),
         &["get", "lofar/big.ms.tar", "-o", "copy/big.ms.tar"],
     );

@@ -299,9 +299,9 @@ impl TestDaemon {
         let _ = child.wait();
     }
 
-    /// Runs `ds` with `args` against this daemon (`DS_URL` set, no token unless `token`),
-    /// in `dir`, with no config file.
-    pub fn ds(&self, dir: &Path, token: Option<&str>, args: &[&str]) -> DsRun {
+    /// `ds ARGS` in `dir` against this daemon, with no config file and `token` (if any) as
+    /// `DS_TOKEN`, ready to run.
+    pub fn ds_command(&self, dir: &Path, token: Option<&str>, args: &[&str]) -> Command {
         let mut command = Command::new(ds_bin());
         command
             .args(args)
@@ -313,7 +313,13 @@ impl TestDaemon {
         if let Some(token) = token {
             command.env("DS_TOKEN", token);
         }
-        let output = command.output().expect("run ds");
+        command
+    }
+
+    /// Runs `ds` with `args` against this daemon (`DS_URL` set, no token unless `token`),
+    /// in `dir`, with no config file.
+    pub fn ds(&self, dir: &Path, token: Option<&str>, args: &[&str]) -> DsRun {
+        let output = self.ds_command(dir, token, args).output().expect("run ds");
         DsRun {
             code: output.status.code().unwrap_or(-1),
             stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
