@@ -456,8 +456,10 @@ impl Ingest {
 }
 
 impl Ingest {
-    /// A small body, all of it still gathered: hashed (MD5 only when asked) and indexed in
-    /// one hop.
+    /// A small body, all of it still gathered: hashed (MD5 only when asked) and indexed. At
+    /// most 64 KiB of BLAKE3 and indexing is a few microseconds, less than a hop to the
+    /// blocking pool and back costs, so it runs on the caller's thread; with MD5 (several
+    /// times slower) it takes the hop.
     async fn finish_small(mut self) -> Result<Ingested> {
         let md5 = self.lanes.as_ref().is_some_and(|lanes| lanes.md5.is_some());
         let mut chunks = self.take_gathered();
@@ -468,35 +470,41 @@ impl Ingest {
         };
         let leading_bytes = std::mem::take(&mut self.leading_bytes);
         let size = self.size;
-        crate::blocking(move || {
-            let content = if fits::looks_like_fits(&leading_bytes) {
-                Some(ContentLane::Fits(Indexer::new()))
-            } else if tar::looks_like_tar(&leading_bytes) {
-                Some(ContentLane::Tar(TarIndexer::new()))
-            } else {
-                None
-            };
-            let content = content.map(|mut lane| {
-                lane.update(std::slice::from_ref(&body));
-                lane.finish()
-            });
-            let (fits, tar) = match content {
-                Some(ContentIndex::Fits(index)) => (Some(index), None),
-                Some(ContentIndex::Tar(index)) => (None, Some(index)),
-                None => (None, None),
-            };
-            Ok(Ingested {
-                size,
-                blake3: Blake3Digest::of(&body),
-                md5: md5.then(|| Md5Digest::of(&body)),
-                has_outboard: false,
-                leading_bytes,
-                fits,
-                tar,
-                small_body: Some(body),
-            })
-        })
-        .await
+        if md5 {
+            crate::blocking(move || Ok(digest_small(body, leading_bytes, size, true))).await
+        } else {
+            Ok(digest_small(body, leading_bytes, size, false))
+        }
+    }
+}
+
+/// Hashes and indexes a small body held whole.
+fn digest_small(body: Bytes, leading_bytes: Vec<u8>, size: u64, md5: bool) -> Ingested {
+    let content = if fits::looks_like_fits(&leading_bytes) {
+        Some(ContentLane::Fits(Indexer::new()))
+    } else if tar::looks_like_tar(&leading_bytes) {
+        Some(ContentLane::Tar(TarIndexer::new()))
+    } else {
+        None
+    };
+    let content = content.map(|mut lane| {
+        lane.update(std::slice::from_ref(&body));
+        lane.finish()
+    });
+    let (fits, tar) = match content {
+        Some(ContentIndex::Fits(index)) => (Some(index), None),
+        Some(ContentIndex::Tar(index)) => (None, Some(index)),
+        None => (None, None),
+    };
+    Ingested {
+        size,
+        blake3: Blake3Digest::of(&body),
+        md5: md5.then(|| Md5Digest::of(&body)),
+        has_outboard: false,
+        leading_bytes,
+        fits,
+        tar,
+        small_body: Some(body),
     }
 }
 

@@ -61,6 +61,14 @@ pub const SMALL_OBJECT_BYTES: u64 = 64 * 1024;
 /// Lock stripes for per-blob critical sections.
 const BLOB_LOCKS: usize = 256;
 
+/// How long the MD5 backfill lets new work gather after being woken. Each pass commits its
+/// MD5s durably, once per page; under a stream of small PUTs, a pass per PUT would add a
+/// catalogue commit (an fsync) to nearly every PUT batch.
+const MD5_SETTLE: Duration = Duration::from_millis(100);
+
+/// Blobs whose MD5s one catalogue commit records.
+const MD5_PAGE: usize = 256;
+
 /// How a store is opened.
 #[derive(Debug, Clone)]
 pub struct StoreConfig {
@@ -272,8 +280,14 @@ impl Store {
                 let inner = store.inner.clone();
                 drop(store);
                 // Wake on new work, and now and then to retry after errors.
-                let _ = tokio::time::timeout(Duration::from_secs(60), inner.md5_wanted.notified())
-                    .await;
+                let woken =
+                    tokio::time::timeout(Duration::from_secs(60), inner.md5_wanted.notified())
+                        .await
+                        .is_ok();
+                drop(inner);
+                if woken {
+                    tokio::time::sleep(MD5_SETTLE).await;
+                }
             }
         });
         let mut tasks = self.inner.background.lock().expect("background list lock");
@@ -764,20 +778,30 @@ impl Store {
         let mut done = 0;
         let mut after = None;
         loop {
-            let pending = self.inner.catalog.md5_pending(after, 64).await?;
+            let pending = self.inner.catalog.md5_pending(after, MD5_PAGE).await?;
             let Some(last) = pending.last() else {
                 return Ok(done);
             };
             after = Some(*last);
-            let mut computed = Vec::with_capacity(pending.len());
-            for blob in pending {
-                let store = self.clone();
-                let packed = blocking(move || {
+            // Packed blobs are read and summed in one hop per page: a hop per blob cost more
+            // than the sum of a small blob.
+            let store = self.clone();
+            let packed = blocking(move || {
+                let mut sums = Vec::with_capacity(pending.len());
+                for blob in pending {
                     let found = store.inner.catalog.read_packed_whole(&blob)?;
-                    // Bytes missing from a damaged pack are left for fsck and scrub to report.
-                    Ok(found.map(|(bytes, whole)| whole.then(|| Md5Digest::of(&bytes))))
-                });
-                match packed.await? {
+                    // Bytes missing from a damaged pack are left for fsck and scrub to
+                    // report.
+                    sums.push((
+                        blob,
+                        found.map(|(bytes, whole)| whole.then(|| Md5Digest::of(&bytes))),
+                    ));
+                }
+                Ok(sums)
+            });
+            let mut computed = Vec::new();
+            for (blob, packed) in packed.await? {
+                match packed {
                     Some(Some(md5)) => {
                         computed.push((blob, md5));
                         continue;
