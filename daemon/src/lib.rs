@@ -43,10 +43,14 @@ pub fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let colours = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    if !colours {
+        log::format_access_lines(log_writer.clone());
+    }
     tracing_subscriber::fmt()
         .with_env_filter(log_filter())
         .with_writer(log_writer)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_ansi(colours)
         .init();
     let config = match Config::load(flags) {
         Ok(config) => config,

@@ -9,11 +9,18 @@
 //! formatting its line. A crash loses at most that interval of access-log lines. When the
 //! buffer is full (the disk or reader cannot keep up) lines are dropped and counted, never
 //! waited for; the count is reported in the log once there is room again.
+//!
+//! Access-log lines are formatted here, not by `tracing`'s formatter, when the daemon logs
+//! without colours: the line of every request is the hottest log path, and the generic
+//! formatter (field visitors, a calendar computation per line) cost about 10 % of the CPU of a
+//! 4 KiB GET. The line is the one `tracing` would write; the filter (`RUST_LOG`) still decides
+//! whether it is written.
 
+use std::cell::RefCell;
 use std::io::{self, Write};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use tracing_subscriber::fmt::MakeWriter;
 
@@ -188,6 +195,133 @@ impl<'a> MakeWriter<'a> for LogWriter {
     }
 }
 
+/// Where [`access`] writes its lines; unset (lines go through `tracing`) until the daemon's
+/// `main` installs its writer.
+static ACCESS_WRITER: OnceLock<LogWriter> = OnceLock::new();
+
+/// Makes [`access`] format its lines itself and hand them to `writer`. Only for output
+/// without colours: coloured lines are left to `tracing`.
+pub fn format_access_lines(writer: LogWriter) {
+    let _ = ACCESS_WRITER.set(writer);
+}
+
+/// The facts of one request's access-log line.
+pub struct AccessLine<'a> {
+    /// The request's ID (also its `x-request-id` header).
+    pub request_id: u64,
+    /// The HTTP method.
+    pub method: &'a str,
+    /// The route's name, as in the metrics.
+    pub route: &'a str,
+    /// The response status.
+    pub status: u16,
+    /// The response's length (0 when not known ahead).
+    pub bytes_out: u64,
+    /// Microseconds from the request's arrival to its response head.
+    pub duration_us: u64,
+}
+
+/// Writes the access-log line of a request, if the log filter lets it through.
+pub fn access(line: &AccessLine<'_>) {
+    if !tracing::enabled!(target: ACCESS_TARGET, tracing::Level::INFO) {
+        return;
+    }
+    let Some(writer) = ACCESS_WRITER.get() else {
+        tracing::info!(
+            target: ACCESS_TARGET,
+            request_id = line.request_id,
+            method = %line.method,
+            route = line.route,
+            status = line.status,
+            bytes_out = line.bytes_out,
+            duration_us = line.duration_us,
+            "request"
+        );
+        return;
+    };
+    thread_local! {
+        static FORMATTED: RefCell<(Vec<u8>, Clock)> = RefCell::new((Vec::with_capacity(256), Clock::default()));
+    }
+    FORMATTED.with_borrow_mut(|(buffer, clock)| {
+        buffer.clear();
+        format_access(buffer, clock, SystemTime::now(), line);
+        let mut sink = LineWriter {
+            shared: &writer.shared,
+            urgent: false,
+        };
+        let _ = sink.write(buffer);
+    });
+}
+
+/// Appends the access-log line of `line` at `now`, newline included.
+fn format_access(buffer: &mut Vec<u8>, clock: &mut Clock, now: SystemTime, line: &AccessLine<'_>) {
+    clock.write(buffer, now);
+    buffer.extend_from_slice(b"  INFO ");
+    buffer.extend_from_slice(ACCESS_TARGET.as_bytes());
+    buffer.extend_from_slice(b": request request_id=");
+    push_number(buffer, line.request_id);
+    buffer.extend_from_slice(b" method=");
+    buffer.extend_from_slice(line.method.as_bytes());
+    // `tracing` writes a `&str` field with `Debug`: quoted, escaped.
+    let _ = write!(buffer, " route={:?} status=", line.route);
+    push_number(buffer, u64::from(line.status));
+    buffer.extend_from_slice(b" bytes_out=");
+    push_number(buffer, line.bytes_out);
+    buffer.extend_from_slice(b" duration_us=");
+    push_number(buffer, line.duration_us);
+    buffer.push(b'\n');
+}
+
+/// Appends the decimal digits of `value`.
+fn push_number(buffer: &mut Vec<u8>, mut value: u64) {
+    let mut digits = [0u8; 20];
+    let mut start = digits.len();
+    loop {
+        start -= 1;
+        digits[start] = b'0' + (value % 10) as u8;
+        value /= 10;
+        if value == 0 {
+            break;
+        }
+    }
+    buffer.extend_from_slice(&digits[start..]);
+}
+
+/// RFC 3339 timestamps in UTC with microseconds, as `tracing` writes them; the calendar part
+/// is computed once per second.
+#[derive(Default)]
+struct Clock {
+    second: Option<u64>,
+    /// `YYYY-MM-DDTHH:MM:SS` of `second`.
+    prefix: Vec<u8>,
+}
+
+impl Clock {
+    fn write(&mut self, buffer: &mut Vec<u8>, now: SystemTime) {
+        let since_epoch = now
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap_or_default();
+        let second = since_epoch.as_secs();
+        if self.second != Some(second) {
+            let time = time::OffsetDateTime::from(now);
+            self.prefix.clear();
+            let _ = write!(
+                self.prefix,
+                "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}",
+                time.year(),
+                u8::from(time.month()),
+                time.day(),
+                time.hour(),
+                time.minute(),
+                time.second()
+            );
+            self.second = Some(second);
+        }
+        buffer.extend_from_slice(&self.prefix);
+        let _ = write!(buffer, ".{:06}Z", since_epoch.subsec_micros());
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -203,6 +337,79 @@ mod tests {
         }
         fn flush(&mut self) -> io::Result<()> {
             Ok(())
+        }
+    }
+
+    /// What `tracing`'s formatter writes for the same request, with the fallback's fields.
+    fn formatted_by_tracing(line: &AccessLine<'_>) -> String {
+        let output = Recorded::default();
+        let recorded = output.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_ansi(false)
+            .with_writer(move || recorded.clone())
+            .finish();
+        tracing::subscriber::with_default(subscriber, || access(line));
+        String::from_utf8(output.0.lock().expect("lock").concat()).expect("utf-8")
+    }
+
+    #[test]
+    fn access_lines_are_the_lines_tracing_would_write() {
+        let lines = [
+            AccessLine {
+                request_id: 17620,
+                method: "PUT",
+                route: "put_object",
+                status: 201,
+                bytes_out: 327,
+                duration_us: 3263,
+            },
+            AccessLine {
+                request_id: u64::MAX,
+                method: "GET",
+                route: "none",
+                status: 404,
+                bytes_out: 0,
+                duration_us: 0,
+            },
+        ];
+        for line in &lines {
+            let expected = formatted_by_tracing(line);
+            let mut ours = Vec::new();
+            format_access(&mut ours, &mut Clock::default(), SystemTime::now(), line);
+            let ours = String::from_utf8(ours).expect("utf-8");
+            // Equal after the timestamps, which were taken at different instants.
+            let (_, expected_rest) = expected.split_once(' ').expect("timestamp");
+            let (_, ours_rest) = ours.split_once(' ').expect("timestamp");
+            assert_eq!(ours_rest, expected_rest);
+        }
+    }
+
+    #[test]
+    fn timestamps_are_rfc3339_utc_with_microseconds() {
+        let mut clock = Clock::default();
+        // 2026-11-25T16:28:09Z, then later in the same second, then across a year's end.
+        for (seconds, micros, expected) in [
+            (1_795_624_089, 41_643, "2026-11-25T16:28:09.041643Z"),
+            (1_795_624_089, 999_999, "2026-11-25T16:28:09.999999Z"),
+            (1_798_761_599, 0, "2026-12-31T23:59:59.000000Z"),
+            (1_798_761_600, 7, "2027-01-01T00:00:00.000007Z"),
+            (951_782_400, 500_000, "2000-02-29T00:00:00.500000Z"),
+        ] {
+            let now = SystemTime::UNIX_EPOCH
+                + Duration::from_secs(seconds)
+                + Duration::from_micros(micros);
+            let mut written = Vec::new();
+            clock.write(&mut written, now);
+            assert_eq!(String::from_utf8(written).expect("utf-8"), expected);
+        }
+    }
+
+    #[test]
+    fn numbers_are_written_in_decimal() {
+        for value in [0, 7, 10, 4096, 1_000_000_007, u64::MAX] {
+            let mut written = Vec::new();
+            push_number(&mut written, value);
+            assert_eq!(written, value.to_string().into_bytes());
         }
     }
 

@@ -125,16 +125,14 @@ impl App {
             .unwrap_or(0);
         self.metrics
             .observe("native", route_name, status, started.elapsed());
-        tracing::info!(
-            target: crate::log::ACCESS_TARGET,
+        crate::log::access(&crate::log::AccessLine {
             request_id,
-            %method,
-            route = route_name,
-            status = status.as_u16(),
+            method: method.as_str(),
+            route: route_name,
+            status: status.as_u16(),
             bytes_out,
-            duration_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
-            "request"
-        );
+            duration_us: u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
+        });
         response
     }
 

@@ -169,14 +169,16 @@ impl S3Frontend {
         self.app
             .metrics
             .observe("s3", &route, status, started.elapsed());
+        // The access-log target, so the line is batched like the native API's.
         tracing::info!(
+            target: crate::log::ACCESS_TARGET,
             request_id,
             %method,
             api = "s3",
             route,
             status = status.as_u16(),
             bytes_out,
-            duration_ms = started.elapsed().as_secs_f64() * 1000.0,
+            duration_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
             "request"
         );
         response
