@@ -13,6 +13,7 @@
 //! respect to each other and to the orphan sweep.
 
 mod blobs;
+mod buffers;
 mod catalog;
 pub mod checksum;
 mod error;
