@@ -934,6 +934,58 @@ async fn streamed_reads_of_large_objects_come_in_bounded_pieces() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_truncated_blob_fails_an_unverified_stream_instead_of_ending_it_short() {
+    let test = open().await;
+    // Read buffers are reused: another object's bytes sit in them before the failing read.
+    let other = bytes(3 << 20, 30);
+    test.put("other", &other).await.expect("put");
+    let whole = read(
+        &test.store,
+        &key("other"),
+        0..other.len() as u64,
+        Verify::No,
+    )
+    .await;
+    assert!(whole.expect("read") == other);
+
+    let data = bytes(3 << 20, 31);
+    test.put("cut", &data).await.expect("put");
+    let object = test.store.get(&key("cut")).await.expect("get");
+    let kept = (1 << 20) + 4096;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(test.blob_path(&data))
+        .expect("open blob")
+        .set_len(kept as u64)
+        .expect("truncate");
+    let mut stream = object.read(0..data.len() as u64, Verify::No).expect("read");
+    let mut received = Vec::new();
+    let failure = loop {
+        match stream.next().await {
+            Some(Ok(piece)) => received.extend_from_slice(&piece),
+            Some(Err(error)) => break error,
+            None => panic!(
+                "the stream ended after {} bytes, without an error",
+                received.len()
+            ),
+        }
+    };
+    assert!(
+        matches!(failure, StorageError::Corrupt { .. }),
+        "got {failure:?}"
+    );
+    assert!(
+        received.len() <= kept,
+        "{} bytes of a {kept}-byte file",
+        received.len()
+    );
+    assert!(
+        received == data[..received.len()],
+        "every byte handed out is the object's"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn small_objects_are_packed() {
     let dir = TempDir::new().expect("temp dir");
     let mut config = StoreConfig::new(dir.path().join("data"));
