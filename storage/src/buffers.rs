@@ -14,7 +14,7 @@ use bytes::Bytes;
 /// Buffers for ranged reads (a range of at most 256 KiB is read in one piece), 8 MiB kept.
 static SMALL: Pool = Pool::new(256 * 1024, 32);
 
-/// Buffers for the pieces of long streams, 16 MiB kept: about five streams reading ahead.
+/// Buffers for the pieces of long streams, 16 MiB kept: eight streams with two pieces in flight.
 static LARGE: Pool = Pool::new(crate::read::READ_PIECE_BYTES as usize, 16);
 
 /// An initialised buffer of at least `length` bytes (stale content of an earlier read, or
