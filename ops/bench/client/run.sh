@@ -2,7 +2,8 @@
 # `ds get` and `ds put` of one large file against curl doing the same, on the same release-built
 # dataserver started by this script on 127.0.0.1, in the same run. Prints the throughput of each,
 # the ratio ds / curl (1.0 = as fast as curl; the target is at least 1.0), and the CPU-seconds
-# the client and the server spent on each transfer. See README.md.
+# the client and the server spent on each transfer, and what a first touch of free memory costs
+# the machine (it decides much of a PUT's cost on a virtual machine). See README.md.
 #
 # Usage: ops/bench/client/run.sh            (Markdown report on stdout, progress on stderr)
 # Environment:
@@ -66,6 +67,20 @@ BYTES=$((SIZE_MIB * 1024 * 1024))
 # The first store of the content is untimed, so every timed PUT finds the blob present and
 # costs the server the same (hash, write, fsync, discard).
 "$DS" put "$WORK/file" --key warmup --quiet
+
+# How much a first touch of free memory costs on this machine (README.md): the file is copied
+# into the page cache twice, first after a few idle seconds (into memory that has been free a
+# while), then right after the first copy is deleted (into the memory it just freed). System
+# CPU-seconds of each copy, printed with the results.
+page_cache_copy() {
+    local timing
+    timing="$( { TIMEFORMAT='%S'; time dd if="$WORK/file" of="$WORK/probe" bs=1M status=none; } 2>&1)"
+    rm -f "$WORK/probe"
+    echo "$timing"
+}
+sleep 3 # idle, so the kernel may report the memory freed so far to the host
+COPY_INTO_IDLE="$(page_cache_copy)"
+COPY_INTO_FREED="$(page_cache_copy)"
 
 TICKS_PER_SECOND="$(getconf CLK_TCK)"
 # CPU-seconds the dataserver has used so far (user + system, from /proc).
@@ -154,6 +169,8 @@ if [[ -r "$reporting" ]]; then
     echo "This kernel has free page reporting (to the host, when a balloon device asks for it), for free blocks of order $(cat "$reporting") and up."
     echo
 fi
+echo "Copying the file into the page cache cost ${COPY_INTO_IDLE} CPU-seconds into memory idle for 3 s and ${COPY_INTO_FREED} into memory just freed (\`dd\`, system time)."
+echo
 echo "| transfer | curl MiB/s | ds MiB/s | ds / curl | client CPU-s curl / ds | server CPU-s curl / ds |"
 echo "|---|---|---|---|---|---|"
 row "GET (ds verifies BLAKE3)" curl-get ds-get
