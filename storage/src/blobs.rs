@@ -195,9 +195,10 @@ impl BlobDir {
     }
 
     /// Makes a fully received, fsynced staging pair the blob `blob`, unless the blob is
-    /// already in place (deduplicated), in which case the staging files are removed. Answers
-    /// whether it placed them. Order: outboard renamed before data, so a visible data file
-    /// always has its tree; then the directory is fsynced so both renames are durable.
+    /// already in place (deduplicated). Answers whether it placed them; staging files not
+    /// placed are the caller's to discard. Order: outboard renamed before data, so a visible
+    /// data file always has its tree; then the directory is fsynced so both renames are
+    /// durable.
     pub fn place(
         &self,
         staging: &StagingPaths,
@@ -206,7 +207,6 @@ impl BlobDir {
     ) -> Result<bool> {
         let data = self.data_path(Area::Blobs, blob);
         if data.exists() {
-            self.discard(staging)?;
             return Ok(false);
         }
         let dir = data.parent().expect("blob paths have a parent");

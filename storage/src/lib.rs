@@ -413,12 +413,24 @@ impl Store {
             Ok(Ok((placed, trash_copy)))
         })
         .await?;
-        // Placed or discarded: nothing is left in staging either way.
-        guard.store = None;
-        let (placed, trash_copy) = placement.map_err(|existing| StorageError::Conflict {
-            key: key.clone(),
-            existing,
-        })?;
+        let (placed, trash_copy) = match placement {
+            Ok(placement) => placement,
+            Err(existing) => {
+                // Discarded in the hop.
+                guard.store = None;
+                return Err(StorageError::Conflict {
+                    key: key.clone(),
+                    existing,
+                });
+            }
+        };
+        // A deduplicated body's staging files stay with the guard, which removes them in the
+        // background once this returns: unlinking a large file that was just written waits
+        // for the filesystem to free its blocks (0.24-0.27 s for 1 GiB on ext4 here, a quarter
+        // of the whole upload), and the client need not wait for garbage to go.
+        if placed {
+            guard.store = None;
+        }
         let outcome = self.inner.catalog.insert(object).await;
         if placed && outcome.is_err() && self.inner.catalog.blob(blob).await?.is_none() {
             // Lost a race for the key after placing a blob nobody references.
@@ -861,8 +873,9 @@ fn check_expected(expected: &Expected, ingested: &ingest::Ingested) -> Result<()
     Ok(())
 }
 
-/// Removes staging files of an ingest that did not reach placement, including one whose
-/// future was dropped (a client that went away).
+/// Removes staging files that were not placed, in the background: those of an ingest that
+/// failed or whose future was dropped (a client that went away), and those of a body whose
+/// blob was already stored.
 struct StagingGuard {
     store: Option<Store>,
     staging: blobs::StagingPaths,

@@ -118,6 +118,18 @@ impl TestStore {
         files_in(&self.dir.path().join("data").join(name))
     }
 
+    /// The staging files left once the store has removed, in the background, those of refused
+    /// and deduplicated bodies (a bounded wait: 1 s at most, normally milliseconds).
+    async fn staging_after_cleanup(&self) -> Vec<std::path::PathBuf> {
+        for _ in 0..100 {
+            if self.area("staging").is_empty() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        self.area("staging")
+    }
+
     async fn put(&self, name: &str, data: &[u8]) -> Result<storage::Stored, StorageError> {
         self.store
             .put(&key(name), body(data), PutOptions::default())
@@ -374,7 +386,7 @@ async fn keys_are_write_once() {
                 .expect("blob"),
             None
         );
-        assert!(test.area("staging").is_empty());
+        assert!(test.staging_after_cleanup().await.is_empty());
         assert_eq!(test.store.stats().await.expect("stats").objects, 1);
     }
 }
@@ -466,14 +478,7 @@ async fn broken_promises_store_nothing() {
         .put(&key("kept"), body(&data), options)
         .await
         .expect("kept promises");
-    // Staging files of failed ingests are removed on the blocking pool; give it a moment.
-    for _ in 0..100 {
-        if test.area("staging").is_empty() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    assert!(test.area("staging").is_empty());
+    assert!(test.staging_after_cleanup().await.is_empty());
     assert_eq!(test.area("blobs").len(), 2);
     assert_eq!(test.store.stats().await.expect("stats").objects, 1);
 }
@@ -491,6 +496,10 @@ async fn equal_bytes_share_a_blob_until_the_last_delete() {
     test.put("a", &data).await.expect("put a");
     test.put("b", &data).await.expect("put b");
     assert_eq!(test.area("blobs").len(), 2, "one blob and its tree");
+    assert!(
+        test.staging_after_cleanup().await.is_empty(),
+        "the second body's staging files are removed"
+    );
     assert_eq!(
         test.store
             .blob(blob)
