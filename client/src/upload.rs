@@ -1,4 +1,4 @@
-//! The body of a file upload read once: a blocking thread reads the file in 1 MiB pieces,
+//! The body of a file upload read once: a blocking thread reads the file in 128 KiB pieces,
 //! hashes each piece as it is read and queues it for the connection; the BLAKE3 follows the
 //! last piece as an HTTP trailer (`Trailer: x-blake3`, chunked encoding), which the server
 //! compares with what it received before it stores anything.
@@ -22,12 +22,18 @@ use crate::api;
 use crate::error::{Error, Result, io_error};
 use crate::transfer::Progress;
 
-/// Bytes per piece read, hashed and sent.
-const PIECE_BYTES: usize = 1 << 20;
+/// Bytes per piece read, hashed and sent: small enough that a piece is still in the core's
+/// cache when it is hashed and copied into the socket. Measured on a machine the client
+/// shares with the server: with 1 MiB pieces the dataserver's connection thread spent 41-46
+/// CPU ticks receiving a 1 GiB `ds put` (curl's upload: 23-29), nearly all of it the copy out
+/// of the socket, and the upload took 0.85-0.89 s; with 128 KiB pieces 20-29 ticks and
+/// 0.72-0.83 s (64 KiB: 26-34 ticks). See `ops/bench/client/README.md`.
+const PIECE_BYTES: usize = 128 << 10;
 
 /// Pieces queued between the reading thread and the connection: with the few the connection
-/// holds while writing, an upload holds about `QUEUED_PIECES + 4` MiB whatever the file's size.
-const QUEUED_PIECES: usize = 4;
+/// holds while writing, an upload holds about `QUEUED_PIECES + 4` pieces (1.5 MiB) whatever
+/// the file's size.
+const QUEUED_PIECES: usize = 8;
 
 /// What the reading thread found: the BLAKE3 of the bytes it sent, and their number.
 pub(crate) type ReadOutcome = Result<(blake3::Hash, u64)>;
