@@ -401,6 +401,20 @@ quiesce() {
     fi
 }
 
+# fresh_memory: writes and deletes a 1.5 GiB scratch file, right before every timed 1 GiB write
+# (the dd passes below and every server's PUT). On a virtual machine that reports free memory to
+# its host (free page reporting), the first touch of memory left free for a few seconds costs a
+# fault in the host: copying 1 GiB into the page cache was measured at 2-3 CPU-seconds into such
+# memory and 0.4-0.9 into memory just freed (ops/bench/client/README.md). Which write happened
+# to get which memory then decided the PUT figures more than the writer did (eighth run: the
+# same dd at 350 and 1264 MiB/s). After this, every writer starts from memory just freed, as
+# on a storage node whose memory is full of cache; the scratch file is deleted before any of
+# it is written back, so the disk sees none of it.
+fresh_memory() {
+    dd if=/dev/zero of="$WORK/scratch" bs=1M count=1536 status=none
+    rm -f "$WORK/scratch"
+}
+
 # wrk_run SERVER NAME CONNECTIONS SECONDS SCRIPT ARGS...: runs wrk, logs its output to
 # NAME.txt and sets RESULT to its RESULT line (empty when wrk failed).
 RESULT=""
@@ -545,6 +559,7 @@ DISK=()
 for _ in 1 2; do
     quiesce "before the disk measurement"
     sync
+    fresh_memory
     t0="$(now_ns)"
     dd if="$PUT_SOURCE" of="$WORK/dd.out" bs=1M conv=fsync status=none
     t1="$(now_ns)"
@@ -592,6 +607,7 @@ for rep in $(seq "$REPS"); do
         printf '%-64.64s' "$server rep $rep $(now_ns)" | dd of="$PUT_SOURCE" bs=64 count=1 conv=notrunc status=none
         quiesce "before 1 GiB PUT, $server, rep $rep"
         sync # nothing of an earlier run is left to write back during this one
+        fresh_memory
         key="${PUT_PATH[$server]}big-$rep"
         t0="$(now_ns)"
         set_auth "$server"
