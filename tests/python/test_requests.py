@@ -225,6 +225,24 @@ def read_response(sock, buffered: bytes = b"") -> tuple[str, dict[str, str], byt
     return status, headers, rest[:length], rest[length:]
 
 
+def test_a_body_refused_early_can_still_be_sent_and_the_answer_read(dataserver: Dataserver):
+    """Clients that send the whole body before they read (curl between its checks, or any
+    simple client) must get the 401, not a reset: the server half-closes after answering and
+    reads and discards the rest of the body. Closing with unread bytes would reset the
+    connection, and the client's next write would fail with a broken pipe."""
+    body = bytes(64 << 20)  # far more than the socket buffers hold
+    with socket.create_connection((dataserver.host, dataserver.port), timeout=10) as sock:
+        sock.sendall(
+            f"PUT /auth/large HTTP/1.1\r\nHost: test\r\nContent-Length: {len(body)}\r\n"
+            f"Authorization: Bearer {'0' * 64}\r\n\r\n".encode()
+        )
+        sock.sendall(body)
+        status, _, _, rest = read_response(sock)
+        assert status.split(" ")[1] == "401", status
+        assert rest == b"" and sock.recv(1) == b"", "the server closes after the refused body"
+    assert dataserver.get("auth/large").status_code == 404
+
+
 @pytest.mark.parametrize(
     "name, headers",
     [

@@ -4,6 +4,7 @@
 pub mod error;
 mod fits;
 mod handlers;
+mod linger;
 mod members;
 pub mod range;
 pub mod route;

@@ -1,7 +1,7 @@
 //! Accepting connections: TCP_NODELAY, HTTP/1.1 and HTTP/2 on one port, the connection limit,
 //! header size and time limits, and graceful shutdown. Shared by the native and the S3
 //! listener: each brings a [`Handler`]. Connections are accepted here and served on the
-//! [`ConnectionThreads`].
+//! [`ConnectionThreads`] and closed by lingering ([`LingeringClose`]).
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -19,6 +19,7 @@ use tokio_rustls::TlsAcceptor;
 
 use hyper::body::Incoming;
 
+use super::linger::LingeringClose;
 use super::threads::ConnectionThreads;
 use super::{App, Body, full};
 use crate::config::Limits;
@@ -105,6 +106,8 @@ pub async fn serve<H: Handler>(
         let tls = tls.clone();
         let handshake_timeout = limits.header_timeout;
         let serve = move |stream| async move {
+            // Below TLS, so that the half-close follows TLS's close_notify.
+            let stream = LingeringClose::new(stream);
             let served = match tls {
                 None => {
                     let connection = builder.serve_connection(TokioIo::new(stream), service);
