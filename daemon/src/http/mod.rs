@@ -4,7 +4,7 @@
 pub mod error;
 mod fits;
 mod handlers;
-mod linger;
+pub mod linger;
 mod members;
 pub mod range;
 pub mod route;
