@@ -112,21 +112,47 @@ ds_put_command() { "$DS" put "$WORK/file" --key "$1" --quiet; }
 # memory is reported to the host, the upload right after a curl PUT was measured to cost the
 # server 1 to 1.5 CPU-seconds more per GiB, whichever client sent it (README.md); in turns,
 # every `ds put` would pay for the curl PUT before it and no curl PUT would pay in return.
+# The server answers a PUT whose bytes it already stores before it removes the body's staging
+# file; that removal (about 0.25 s of kernel time for 1 GiB here) must not overlap the next
+# timed transfer, whichever client it is. Bounded wait: 10 s.
+staging_settled() {
+    for _ in $(seq 1 1000); do
+        [[ -z "$(ls -A "$WORK/data/staging" 2>/dev/null)" ]] && return
+        sleep 0.01 # polling the directory the server empties, bounded by the loop
+    done
+    die "the server's staging directory did not empty within 10 s"
+}
 curl_put() {
     curl_put_command "curl-put-$1-untimed" >/dev/null || die "curl PUT failed"
+    staging_settled
     timed "$WORK/curl-put.times" curl_put_command "curl-put-$1"
 }
 ds_put() {
     ds_put_command "ds-put-$1-untimed" || die "ds put failed"
+    staging_settled
     timed "$WORK/ds-put.times" ds_put_command "ds-put-$1"
 }
+# Each timed GET follows an untimed GET by the same client, for the same reason: the memory a
+# deleted download frees is what the next download writes its page cache into. curl writes in
+# 16 KiB pieces and ds in 1 MiB ones, which the kernel caches in folios of those sizes; right
+# after curl's copy was deleted, `ds get` measured 1.2-2.5 s instead of 0.63-0.67, nearly all
+# of it in the kernel's copy into the new file's page cache (README.md), while curl after ds
+# was unaffected.
+curl_get_command() { curl -sS -f -o "$WORK/copy" "$URL/warmup"; }
+ds_get_command() { "$DS" get warmup -o "$WORK/copy" --quiet; }
 curl_get() {
+    staging_settled
     rm -f "$WORK/copy"
-    timed "$WORK/curl-get.times" curl -sS -f -o "$WORK/copy" "$URL/warmup"
+    curl_get_command || die "curl GET failed"
+    rm -f "$WORK/copy"
+    timed "$WORK/curl-get.times" curl_get_command
 }
 ds_get() {
+    staging_settled
     rm -f "$WORK/copy"
-    timed "$WORK/ds-get.times" "$DS" get warmup -o "$WORK/copy" --quiet
+    ds_get_command || die "ds get failed"
+    rm -f "$WORK/copy"
+    timed "$WORK/ds-get.times" ds_get_command
     cmp -s "$WORK/file" "$WORK/copy" || die "ds get wrote different bytes"
 }
 # The order alternates between runs: a PUT right after another client's PUT of the same gigabyte
