@@ -135,7 +135,7 @@ ds_put() {
 # Each timed GET follows an untimed GET by the same client, for the same reason: the memory a
 # deleted download frees is what the next download writes its page cache into. curl writes in
 # 16 KiB pieces and ds in 1 MiB ones, which the kernel caches in folios of those sizes; right
-# after curl's copy was deleted, `ds get` measured 1.2-2.5 s instead of 0.63-0.67, nearly all
+# after curl's copy was deleted, `ds get` measured 0.9-2.5 s instead of 0.63-0.67, nearly all
 # of it in the kernel's copy into the new file's page cache (README.md), while curl after ds
 # was unaffected.
 curl_get_command() { curl -sS -f -o "$WORK/copy" "$URL/warmup"; }
