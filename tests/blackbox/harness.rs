@@ -464,6 +464,18 @@ impl TestDaemon {
         }
         found
     }
+
+    /// The staging files left once the daemon has removed, in the background, those of
+    /// refused, aborted and deduplicated bodies (a bounded wait: 4 s at most).
+    pub fn staging_after_cleanup(&self) -> Vec<PathBuf> {
+        for _ in 0..200 {
+            if self.files_in("staging").is_empty() {
+                break;
+            }
+            pause(20);
+        }
+        self.files_in("staging")
+    }
 }
 
 impl Drop for TestDaemon {

@@ -184,14 +184,8 @@ fn blake3_trailers_are_checked_before_storing() {
         &["-T", path, "-H", header, "-H", "Trailer: x-blake3"],
     );
     assert_eq!(both.status, 400);
-    // The refused bodies left no staging files behind (bounded wait for the cleanup).
-    for _ in 0..200 {
-        if daemon.files_in("staging").is_empty() {
-            break;
-        }
-        pause(20);
-    }
-    assert!(daemon.files_in("staging").is_empty());
+    // The refused bodies left no staging files behind.
+    assert!(daemon.staging_after_cleanup().is_empty());
 }
 
 #[test]
@@ -208,14 +202,8 @@ fn truncated_bodies_leave_nothing() {
         "{response}"
     );
     assert_eq!(daemon.curl("/short", &[]).status, 404);
-    // The staging files of the aborted upload are removed (bounded wait for the cleanup).
-    for _ in 0..200 {
-        if daemon.files_in("staging").is_empty() {
-            break;
-        }
-        pause(20);
-    }
-    assert!(daemon.files_in("staging").is_empty());
+    // The staging files of the aborted upload are removed.
+    assert!(daemon.staging_after_cleanup().is_empty());
 }
 
 #[test]
